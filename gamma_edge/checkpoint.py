@@ -1,0 +1,169 @@
+"""Checkpoints: our own pickle-free format, and safe reading of other people's files.
+
+Format (`gamma-edge.checkpoint` v1): a safetensors file holding the full state
+dict; its metadata holds the GammaConfig and the scene prompts as JSON, so a
+checkpoint alone rebuilds the model. Writes are atomic (temporary file +
+rename), so a killed process never leaves a half-written checkpoint.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from gamma_edge.errors import GammaUserError
+from gamma_edge.scenes import Scene, parse_scenes
+
+FORMAT = "gamma-edge.checkpoint"
+FORMAT_VERSION = "1"
+# Entries of OpenAI's TorchScript CLIP archives that are not parameters.
+NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def save_checkpoint(model, path: str | Path, extra: dict | None = None) -> Path:
+    """Write `model` (a Gamma) to `path` atomically; `extra` is free-form JSON metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": json.dumps(model.config.to_dict()),
+        "scenes": json.dumps({"scenes": {s.name: {"prompts": list(s.prompts)} for s in model.scenes.values()}}),
+        "extra": json.dumps(extra or {}),
+    }
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        save_file(state, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_checkpoint_header(path: str | Path) -> dict:
+    """Config, scenes and extra metadata of a gamma-edge checkpoint, without reading tensors."""
+    from safetensors import safe_open
+
+    from gamma_edge.model import GammaConfig
+
+    path = _existing_file(path, "checkpoint")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception:  # safetensors raises several types for a foreign file
+        raise GammaUserError(f"{path} is not a gamma-edge checkpoint (not a safetensors file); "
+                             "import official Gamma weights with 'gamma-edge convert'") from None
+    if metadata.get("format") != FORMAT:
+        raise GammaUserError(f"{path} is a safetensors file but not a gamma-edge checkpoint (no '{FORMAT}' metadata)")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise GammaUserError(f"{path} has checkpoint format version {metadata.get('format_version')}; "
+                             f"this gamma-edge reads version {FORMAT_VERSION}")
+    return {
+        "config": GammaConfig.from_dict(json.loads(metadata["config"])),
+        "scenes": parse_scenes(json.loads(metadata["scenes"]), str(path)),
+        "extra": json.loads(metadata.get("extra", "{}")),
+    }
+
+
+def load_checkpoint(path: str | Path, scenes: list[Scene] | None = None, device: str = "cpu"):
+    """Rebuild the Gamma stored at `path`; `scenes` overrides the stored scene set."""
+    from safetensors.torch import load_file
+
+    from gamma_edge.model import Gamma
+
+    header = read_checkpoint_header(path)
+    model = Gamma(header["config"], scenes=scenes or header["scenes"])
+    state = load_file(str(path), device="cpu")
+    check_state_fits(model, state, str(path))
+    model.load_state_dict(state)
+    model.set_trainable()
+    return model.to(device).eval()
+
+
+def check_state_fits(module: torch.nn.Module, state: dict, source: str) -> None:
+    """One sentence naming missing, unexpected and misshapen keys, if any."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshapen = [f"{k} (file {tuple(state[k].shape)}, model {tuple(expected[k].shape)})"
+                 for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems = []
+    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("misshapen keys", misshapen)):
+        if keys:
+            more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
+            problems.append(f"{label} {', '.join(keys[:4])}{more}")
+    if problems:
+        raise GammaUserError(f"{source} does not fit this model: {'; '.join(problems)}")
+
+
+def load_tensor_file(path: str | Path) -> dict:
+    """A flat or nested dict of tensors from .safetensors, a TorchScript archive, or a torch
+    pickle read with weights_only=True (a pickle holding anything but plain tensors and
+    containers is refused, never executed)."""
+    path = _existing_file(path, "weights file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    if _is_torchscript(path):
+        return {k: v for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise GammaUserError(f"{path} holds pickled Python objects other than plain tensors; "
+                             "gamma-edge refuses to execute them (save a state dict of tensors instead)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        raise GammaUserError(f"{path} is not a readable PyTorch weights file ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise GammaUserError(f"{path} holds a {type(data).__name__}, not a dict of tensors")
+    return data
+
+
+def load_backbone_state(clip: torch.nn.Module, state: dict, source: str = "the backbone checkpoint") -> None:
+    """Initialise an open_clip CLIP from an OpenAI-format state dict (OpenAI CLIP, UniQA)."""
+    state = unwrap_state_dict(state)
+    state = {k: v for k, v in state.items() if k not in NON_PARAMETER_KEYS}
+    check_state_fits(clip, state, source)
+    clip.load_state_dict({k: v.float() for k, v in state.items()})
+
+
+def unwrap_state_dict(state: dict) -> dict:
+    """Strip the wrappers training scripts add: {'state_dict': ...}, 'module.', 'clip_model.'."""
+    for key in ("state_dict", "model", "params"):
+        if key in state and isinstance(state[key], dict):
+            state = state[key]
+    for prefix in ("module.", "clip_model.", "model."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _existing_file(path, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise GammaUserError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise GammaUserError(f"{what} {path} is not a file")
+    return path
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any("/code/" in name or name.startswith("code/") for name in z.namelist())

@@ -1,0 +1,87 @@
+"""The `gamma-edge` command line.
+
+Every command lives in the package that owns the work (export/, runtime/, ...)
+and is imported only when it is invoked, so `gamma-edge --help` never pays for
+torch, onnxruntime or OpenVINO.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+# name -> (module:attribute, one-line help shown by `gamma-edge --help`)
+COMMANDS = {
+    "demo": ("gamma_edge.demo:demo_command",
+             "Run the whole chain on the embedded demo model in about a minute."),
+    "score": ("runtime.cli:score_command",
+              "Score images, folders or globs with an exported model (torch-free)."),
+    "run": ("runtime.cli:run_command",
+            "Score a camera, video file or network stream live (torch-free)."),
+    "export": ("export.cli:export_command",
+               "Export a checkpoint to per-scene ONNX / OpenVINO graphs (FP32, FP16, INT8)."),
+    "convert": ("gamma_edge.convert:convert_command",
+                "Import the official Gamma weights (.pth) into a gamma-edge checkpoint."),
+    "benchmark": ("runtime.benchmark_cli:benchmark_command",
+                  "Measure size, load time, latency and fidelity of each backend and precision."),
+    "scenes": ("gamma_edge.scenes:scenes_command",
+               "List the scenes (SDP prompt sets) a model can score."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        target, _ = COMMANDS[name]
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            missing = getattr(exc, "name", None) or str(exc)
+            return _unavailable(name, missing)
+        return getattr(module, attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, help_text) for name, (_, help_text) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _unavailable(name: str, missing: str) -> click.Command:
+    """A stand-in command that explains which install extra is missing."""
+
+    @click.command(name=name, context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def stand_in(args):
+        raise click.ClickException(
+            f"'gamma-edge {name}' needs the package '{missing}', which is not installed; "
+            f"install the full toolkit with: pip install 'gamma-edge[full]'")
+
+    return stand_in
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gamma-edge")
+def main():
+    """gamma-edge: train, export and run Gamma image assessment from GPU to the edge.
+
+    \b
+    Start here:
+      gamma-edge demo                       # the whole chain on the embedded demo model
+      gamma-edge score photos/              # score a folder (demo model unless --model)
+      gamma-edge run video.mp4 --jsonl -    # score a video / camera / stream live
+      gamma-edge convert gamma_weight.pth --out gamma.safetensors
+      gamma-edge export --checkpoint gamma.safetensors --scene natural --int8
+    Training is a Python program: python -m training.train --help
+    """
+
+
+if __name__ == "__main__":
+    sys.exit(main())

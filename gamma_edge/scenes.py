@@ -1,0 +1,101 @@
+"""Scenes and their SDP prompts (paper Sec. 3.4): data, not code.
+
+A scene is a name and five prompts, one per level (bad, poor, fair, good,
+perfect). The five shipped scenes live in scenes.json; a user adds a scene
+with a JSON file of the same shape:
+
+    {"scenes": {"xray": {"template": "x-ray {level}-quality image"}}}
+    {"scenes": {"xray": {"prompts": ["...bad...", "...", "...", "...", "...perfect..."]}}}
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import click
+
+from gamma_edge.errors import GammaUserError
+
+SCENES_FILE = Path(__file__).parent / "scenes.json"
+LEVEL_WORDS = ("bad", "poor", "fair", "good", "perfect")
+
+
+@dataclass(frozen=True)
+class Scene:
+    name: str
+    prompts: tuple[str, ...]
+    description: str = ""
+    datasets: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "prompts": list(self.prompts)}
+
+
+def parse_scenes(data: dict, source: str) -> list[Scene]:
+    """Scenes from the JSON shape above; `source` names the file in error messages."""
+    entries = data.get("scenes") if isinstance(data, dict) else None
+    if not isinstance(entries, dict) or not entries:
+        raise GammaUserError(f"{source} has no 'scenes' object; see gamma_edge/scenes.json for the format")
+    scenes = []
+    for name, entry in entries.items():
+        if not isinstance(entry, dict):
+            raise GammaUserError(f"scene '{name}' in {source} must be an object with 'template' or 'prompts'")
+        if "prompts" in entry:
+            prompts = entry["prompts"]
+        elif "template" in entry and "{level}" in str(entry["template"]):
+            prompts = [str(entry["template"]).format(level=word) for word in LEVEL_WORDS]
+        else:
+            raise GammaUserError(f"scene '{name}' in {source} needs 'prompts' (5 strings) "
+                                 "or a 'template' containing {level}")
+        if not (isinstance(prompts, list) and len(prompts) == 5 and all(isinstance(p, str) and p for p in prompts)):
+            raise GammaUserError(f"scene '{name}' in {source} must have exactly 5 non-empty prompts, "
+                                 "bad to perfect")
+        scenes.append(Scene(name, tuple(prompts), str(entry.get("description", "")),
+                            tuple(entry.get("datasets", ()))))
+    return scenes
+
+
+def default_scenes() -> list[Scene]:
+    return parse_scenes(json.loads(SCENES_FILE.read_text()), "the shipped scenes.json")
+
+
+def load_scene_file(path: str | Path) -> list[Scene]:
+    path = Path(path)
+    if not path.is_file():
+        raise GammaUserError(f"scene file {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GammaUserError(f"scene file {path} is not valid JSON ({exc})") from None
+    return parse_scenes(data, str(path))
+
+
+def merge_scenes(base: Iterable[Scene], extra: Iterable[Scene]) -> list[Scene]:
+    """Scenes of `extra` are added after `base`; a same-named scene replaces the base one."""
+    merged = {s.name: s for s in base}
+    merged.update({s.name: s for s in extra})
+    return list(merged.values())
+
+
+@click.command("scenes")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="List the scenes stored in this checkpoint.")
+@click.option("--scenes-file", "scene_files", multiple=True, type=click.Path(dir_okay=False),
+              help="A JSON file adding scenes (see gamma_edge/scenes.json for the format).")
+def scenes_command(checkpoint, scene_files):
+    """List the scenes (SDP prompt sets) and their five prompts."""
+    from gamma_edge.errors import user_errors
+
+    with user_errors():
+        if checkpoint:
+            from gamma_edge.checkpoint import read_checkpoint_header
+            scenes = read_checkpoint_header(checkpoint)["scenes"]
+        else:
+            scenes = default_scenes()
+        for f in scene_files:
+            scenes = merge_scenes(scenes, load_scene_file(f))
+        for scene in scenes:
+            click.echo(f"{scene.name}")
+            for prompt in scene.prompts:
+                click.echo(f"    {prompt}")
