@@ -1,0 +1,3 @@
+from gamma_edge.cli import main
+
+main()

@@ -1,0 +1,142 @@
+"""Decode any image a user hands over into 8-bit BGR, the way the model was trained.
+
+EXIF orientation is applied, grayscale becomes BGR, transparent pixels are composited
+on white, 16-bit samples keep their high byte (as cv2.imread(IMREAD_COLOR) does) and
+CMYK JPEGs come out as BGR from OpenCV's decoder.
+"""
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import RuntimeUserError
+
+# Suffixes a folder walk picks up; a file named on the command line is tried whatever its name.
+IMAGE_SUFFIXES = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
+    ".ppm", ".pgm", ".pbm", ".pnm", ".pfm", ".jp2", ".j2k", ".exr", ".hdr", ".pic",
+    ".sr", ".ras", ".gif", ".avif",
+})
+
+ImageInput = "str | Path | bytes | bytearray | memoryview | np.ndarray"
+
+
+def read_image(image, name: str | None = None) -> np.ndarray:
+    """An image given as a path, encoded bytes or a numpy array, as contiguous uint8 BGR HxWx3.
+    A numpy array is taken to be in OpenCV's channel order (BGR / BGRA / gray)."""
+    if isinstance(image, np.ndarray):
+        return to_bgr8(image, name or "the array")
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_image(image, name or "the image bytes")
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise RuntimeUserError(f"image '{path}' does not exist; check the path") from None
+        except IsADirectoryError:
+            raise RuntimeUserError(f"'{path}' is a folder, not an image; pass the image files in it") from None
+        except OSError as exc:
+            raise RuntimeUserError(f"image '{path}' cannot be read ({exc.strerror}); check its permissions") from None
+        return decode_image(data, name or str(path))
+    raise TypeError(f"an image must be a path, bytes or a numpy array, not {type(image).__name__}")
+
+
+def decode_image(data, name: str = "the image") -> np.ndarray:
+    """Encoded image bytes as uint8 BGR, or RuntimeUserError naming `name`."""
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    if buffer.size == 0:
+        raise RuntimeUserError(f"{name} is empty (0 bytes); replace it with a real image")
+    try:
+        # IMREAD_UNCHANGED keeps alpha and 16-bit samples, which IMREAD_COLOR would silently
+        # drop or truncate; it does not apply EXIF orientation, so that is done below.
+        image, kinds, chunks = cv2.imdecodeWithMetadata(buffer, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        image, kinds, chunks = None, (), ()
+    if image is None or image.size == 0:
+        raise RuntimeUserError(
+            f"{name} is not an image OpenCV can decode (corrupt, truncated or an unsupported "
+            f"format); replace it or convert it to JPEG or PNG")
+    image = to_bgr8(image, name)
+    for kind, chunk in zip(kinds, chunks):
+        if kind == cv2.IMAGE_METADATA_EXIF:
+            image = apply_orientation(image, exif_orientation(np.asarray(chunk).tobytes()))
+            break
+    return np.ascontiguousarray(image)
+
+
+def to_bgr8(image: np.ndarray, name: str = "the image") -> np.ndarray:
+    """Any OpenCV-style array (gray, gray+alpha, BGR, BGRA; 8/16-bit or float) as uint8 BGR."""
+    if image.dtype == np.uint8:
+        pass
+    elif image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)         # what IMREAD_COLOR does with 16-bit files
+    elif image.dtype in (np.float16, np.float32, np.float64):  # EXR / HDR / float TIFF: [0, 1] is black..white
+        image = np.clip(np.nan_to_num(image.astype(np.float32)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    else:
+        raise RuntimeUserError(
+            f"{name} has {image.dtype} samples, which the runtime does not convert; save it as 8- or 16-bit")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim != 3 or image.shape[2] not in (2, 3, 4) or min(image.shape[:2]) < 1:
+        raise RuntimeUserError(
+            f"{name} has shape {image.shape}, not an image (expected HxW, HxWx3 or HxWx4)")
+    if image.shape[2] == 3:
+        return image
+    if image.shape[2] == 2:                           # gray + alpha
+        color, alpha = cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2BGR), image[:, :, 1]
+    else:
+        color, alpha = image[:, :, :3], image[:, :, 3]
+    return composite_on_white(color, alpha)
+
+
+def composite_on_white(color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Transparent pixels shown on a white page, as a viewer would show them."""
+    weight = alpha.astype(np.float32)[:, :, None] * (1.0 / 255.0)
+    blended = color.astype(np.float32) * weight + 255.0 * (1.0 - weight)
+    return (blended + 0.5).astype(np.uint8)
+
+
+def exif_orientation(exif: bytes) -> int:
+    """The Orientation tag (0x0112) of an EXIF block (a TIFF structure, with or without the
+    'Exif\\0\\0' prefix JPEG APP1 segments carry); 1 when absent or unreadable."""
+    if exif.startswith(b"Exif\x00\x00"):
+        exif = exif[6:]
+    if len(exif) < 8 or exif[:2] not in (b"II", b"MM"):
+        return 1
+    order = "<" if exif[:2] == b"II" else ">"
+    try:
+        (ifd,) = struct.unpack_from(order + "I", exif, 4)
+        (count,) = struct.unpack_from(order + "H", exif, ifd)
+        for entry in range(count):
+            tag, kind, _, value = struct.unpack_from(order + "HHI4s", exif, ifd + 2 + 12 * entry)
+            if tag == 0x0112 and kind == 3:
+                (orientation,) = struct.unpack_from(order + "H", value)
+                return orientation if 1 <= orientation <= 8 else 1
+    except struct.error:
+        return 1
+    return 1
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn the stored pixels upright as EXIF orientation 1..8 asks (TIFF 6.0 / EXIF 2.3)."""
+    if orientation == 2:
+        return cv2.flip(image, 1)
+    if orientation == 3:
+        return cv2.rotate(image, cv2.ROTATE_180)
+    if orientation == 4:
+        return cv2.flip(image, 0)
+    if orientation == 5:
+        return cv2.transpose(image)
+    if orientation == 6:
+        return cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
+    if orientation == 7:
+        return cv2.rotate(cv2.flip(image, 1), cv2.ROTATE_90_CLOCKWISE)
+    if orientation == 8:
+        return cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return image
