@@ -255,7 +255,8 @@ class OpenVINOBackend:
         self.request = self.compiled.create_infer_request()
         self.output = self.compiled.output(manifest.output_name)
         self.target = target
-        self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT")) if target == "CPU" else precision
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT") if target == "CPU" else precision
+        self.precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)
 
     def _infer(self, chunk: np.ndarray) -> np.ndarray:
         self.request.infer({0: chunk})

@@ -100,8 +100,9 @@ class Scorer:
         return self.preprocess(read_image(image, name))
 
     def score_crops(self, crops: np.ndarray) -> np.ndarray:
-        """(K, H, W, 3) crops of ONE image -> its (S,) scores, the mean over crops."""
-        return self.backend.run(crops).mean(axis=0, dtype=np.float64).astype(np.float32)
+        """(K, H, W, 3) crops of ONE image -> its (S,) scores, the mean over crops (in float64,
+        the same sum score_many makes, so both give identical numbers)."""
+        return self.backend.run(crops).mean(axis=0, dtype=np.float64)
 
     def scores_all_scenes(self, image) -> dict[str, float]:
         """Every scene's score of one image (one vision pass serves them all)."""

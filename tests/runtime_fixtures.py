@@ -128,3 +128,57 @@ def write_video(path, frames: int = 30, fps: float = 30.0, size=(320, 240), seed
         writer.write(np.ascontiguousarray(base[:, shift:shift + width]))
     writer.release()
     return path
+
+
+class FakeCapture:
+    """A cv2.VideoCapture double: serves the given frames, then read() fails like a dropped stream.
+    `on_read(count)` runs before each read (a test hook, e.g. to send a signal)."""
+
+    def __init__(self, frames, fps: float = 30.0, delay: float = 0.0, on_read=None, opened: bool = True):
+        self.frames, self.fps, self.delay, self.on_read = list(frames), fps, delay, on_read
+        self.opened, self.served = opened, 0
+
+    def isOpened(self):  # noqa: N802 - cv2's name
+        return self.opened
+
+    def read(self):
+        if self.on_read is not None:
+            self.on_read(self.served)
+        if self.delay:
+            import time
+            time.sleep(self.delay)
+        if not self.opened or self.served >= len(self.frames):
+            return False, None
+        frame = self.frames[self.served]
+        self.served += 1
+        return True, frame
+
+    def get(self, prop):
+        if prop == cv2.CAP_PROP_FPS:
+            return self.fps
+        if prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT) and self.frames:
+            height, width = self.frames[0].shape[:2]
+            return float(width if prop == cv2.CAP_PROP_FRAME_WIDTH else height)
+        return 0.0
+
+    def set(self, prop, value):
+        return False
+
+    def release(self):
+        self.opened = False
+
+
+class CaptureSequence:
+    """A capture factory handing out the given captures in turn (None: the source is unreachable);
+    once they run out it calls `when_exhausted` (e.g. stop.set) and reports the source unreachable."""
+
+    def __init__(self, captures, when_exhausted=None):
+        self.captures, self.when_exhausted, self.calls = list(captures), when_exhausted, 0
+
+    def __call__(self, source):
+        self.calls += 1
+        if self.captures:
+            return self.captures.pop(0)
+        if self.when_exhausted is not None:
+            self.when_exhausted()
+        return None

@@ -1,0 +1,147 @@
+"""INT8 for ONNX Runtime: static QDQ with per-channel weights, calibrated on real photographs.
+
+What stays in float, and why (measured, docs/export.md): only the weight matrix
+products (Q/K/V and output projections, the fused MoAE's two wide products, the
+patch convolution) are quantized; LayerNorm, QuickGELU, Softmax, the residual
+Adds, the activation-by-activation attention products, the MoAE gate (it routes
+every token) and the small head stay float. Fully-INT8 ViTs collapse (DESIGN.md
+sec. 5).
+
+Calibration ranges are collected here, streaming (running min/max per tensor
+over batches of crops), instead of by ONNX Runtime's calibrator, which keeps
+every intermediate output of every calibration image in memory (tens of GB for
+ViT-B/16 at a few hundred crops) and whose chunking option drops data in
+recent releases (DESIGN.md sec. 5). The ranges go to quantize_static through its
+calibration cache.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Int8Preset:
+    """How to quantize for one kind of target."""
+
+    name: str
+    activation_type: str            # "QUInt8" | "QInt8"
+    weight_type: str                # "QUInt8" | "QInt8"
+    reduce_range: bool              # 7-bit weights: avoids u8*s8 overflow in VPMADDUBSW without VNNI
+    symmetric_activations: bool
+    per_channel: bool = True
+    description: str = ""
+
+
+PRESETS = {
+    "avx2": Int8Preset("avx2", "QUInt8", "QInt8", True, False,
+                       description="x86 without VNNI (this machine): u8 activations, 7-bit s8 weights"),
+    "avx512_vnni": Int8Preset("avx512_vnni", "QUInt8", "QInt8", False, False,
+                              description="x86 with AVX512-VNNI / AVX-VNNI / AMX: u8 activations, s8 weights"),
+    "arm64": Int8Preset("arm64", "QUInt8", "QInt8", False, False,
+                        description="ARM64 (NEON / dot-product): u8 activations, s8 weights"),
+    "tensorrt": Int8Preset("tensorrt", "QInt8", "QInt8", False, True,
+                           description="TensorRT execution provider: symmetric s8/s8"),
+}
+DEFAULT_PRESET = "avx2"
+
+
+def quantizable_nodes(model) -> tuple[list[str], list[str]]:
+    """(nodes to quantize, nodes kept float): weight products (MatMul/Gemm/Conv with a constant
+    weight) are quantized, except the MoAE gate and the head; everything else stays float."""
+    initializers = {i.name for i in model.graph.initializer}
+    constants = {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    weights = initializers | constants
+    quantize, keep = [], []
+    for node in model.graph.node:
+        if node.op_type not in ("MatMul", "Gemm", "Conv"):
+            continue
+        has_weight = len(node.input) > 1 and node.input[1] in weights
+        in_float = ("/gate/" in node.name or "/head/" in node.name or not has_weight)
+        (keep if in_float else quantize).append(node.name)
+    return quantize, keep
+
+
+def collect_ranges(model_path: Path, tensor_names: list[str], batches: list[np.ndarray],
+                   progress: Callable[[int], None] | None = None) -> dict[str, tuple[np.float32, np.float32]]:
+    """Running min/max of each named tensor over the calibration batches (memory: one batch)."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(model_path))
+    existing = {o.name for o in model.graph.output}
+    for name in tensor_names:
+        if name not in existing:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep tensor names
+    with tempfile.TemporaryDirectory(prefix="gamma-calib-") as tmp:
+        augmented = Path(tmp) / "augmented.onnx"
+        onnx.save(model, str(augmented))
+        del model
+        session = ort.InferenceSession(str(augmented), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    lo = {n: np.float32(np.inf) for n in tensor_names}
+    hi = {n: np.float32(-np.inf) for n in tensor_names}
+    for batch in batches:
+        values = session.run(tensor_names, {input_name: batch})
+        for name, value in zip(tensor_names, values):
+            lo[name] = min(lo[name], np.float32(value.min()))
+            hi[name] = max(hi[name], np.float32(value.max()))
+        if progress:
+            progress(len(batch))
+    return {n: (np.float32(lo[n]), np.float32(hi[n])) for n in tensor_names}
+
+
+def quantize_static_int8(src: Path, dst: Path, calibration: np.ndarray, preset: str = DEFAULT_PRESET,
+                         batch: int = 8, progress: Callable[[int], None] | None = None) -> dict:
+    """Static QDQ INT8 of the graph at `src` into `dst`; returns the settings used (for the manifest)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
+
+    settings = PRESETS[preset]
+    model = onnx.load(str(src), load_external_data=False)
+    quantize, keep = quantizable_nodes(model)
+    nodes = {n.name: n for n in model.graph.node}
+    activations = sorted({nodes[name].input[0] for name in quantize} | {nodes[name].output[0] for name in quantize})
+    del model
+    batches = [calibration[i:i + batch] for i in range(0, len(calibration), batch)]
+    ranges = collect_ranges(src, activations, batches, progress)
+    with tempfile.TemporaryDirectory(prefix="gamma-quant-") as tmp:
+        cache = Path(tmp) / "ranges.json"
+        save_tensors_data(TensorsData(CalibrationMethod.MinMax, ranges), cache)
+        quantize_static(
+            str(src), str(dst), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul", "Gemm", "Conv"], nodes_to_quantize=quantize,
+            per_channel=settings.per_channel, reduce_range=settings.reduce_range,
+            activation_type=getattr(QuantType, settings.activation_type),
+            weight_type=getattr(QuantType, settings.weight_type),
+            calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache),
+            extra_options={"ActivationSymmetric": settings.symmetric_activations, "WeightSymmetric": True},
+        )
+    return {"method": "static-qdq", "preset": preset, **{k: v for k, v in asdict(settings).items() if k != "name"},
+            "calibration_crops": int(len(calibration)), "calibration_method": "minmax",
+            "quantized_nodes": len(quantize), "float_nodes": len(keep),
+            "float_ops": "LayerNorm, QuickGELU, Softmax, residual Add, attention QK^T and AV, MoAE gate, head"}
+
+
+def quantize_dynamic_int8(src: Path, dst: Path, preset: str = DEFAULT_PRESET) -> dict:
+    """Dynamic INT8 (weights int8 offline, activations quantized per batch at run time)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    settings = PRESETS[preset]
+    quantize, keep = quantizable_nodes(onnx.load(str(src), load_external_data=False))
+    quantize = [n for n in quantize if "Conv" not in n]
+    quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], nodes_to_quantize=quantize,
+                     per_channel=settings.per_channel, reduce_range=settings.reduce_range,
+                     weight_type=getattr(QuantType, settings.weight_type))
+    return {"method": "dynamic", "preset": preset, "weight_type": settings.weight_type,
+            "reduce_range": settings.reduce_range, "per_channel": settings.per_channel,
+            "quantized_nodes": len(quantize)}

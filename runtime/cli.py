@@ -1,0 +1,226 @@
+"""`gamma-edge score` and `gamma-edge run`: the torch-free command line of the runtime.
+
+Results go to stdout (or --out / --jsonl FILE) and stay machine-readable; the progress
+bar, the line saying which backend runs, and the run summary go to stderr.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from .errors import RuntimeUserError
+
+CROP_CHOICES = ("center", "five", "grid", "random10")
+
+
+def _model_options(function):
+    """Options shared by score and run: which model, backend, device and how to crop."""
+    options = [
+        click.option("--model", "-m", type=click.Path(path_type=Path), default=None,
+                     help="Exported model folder (holding manifest.json), or its .onnx / .xml file. "
+                          "Default: the embedded demo model."),
+        click.option("--backend", type=click.Choice(("auto", "onnxruntime", "openvino")), default="auto",
+                     show_default=True, help="Inference engine; auto follows the model's kind."),
+        click.option("--device", type=click.Choice(("auto", "cpu", "cuda", "tensorrt", "gpu", "npu")),
+                     default="auto", show_default=True,
+                     help="auto: TensorRT or CUDA when a GPU is usable, else CPU. gpu/npu: OpenVINO devices."),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="CPU inference threads. Default: all cores."),
+        click.option("--batch", type=click.IntRange(min=1), default=None,
+                     help="Crops per inference call (images are never split). Default: 16."),
+        click.option("--precision", type=click.Choice(("auto", "fp32", "fp16", "int8")), default="auto",
+                     show_default=True, help="auto: the model's own (TensorRT: fp16 for an fp32 model)."),
+        click.option("--crops", type=click.Choice(CROP_CHOICES), default=None,
+                     help="Crop protocol; default: the manifest's. random10 is the paper's."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random10 crops."),
+        click.option("--scene", default=None, help="Scene to score (default: the model's first)."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar or backend line on stderr."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@contextmanager
+def _user_errors():
+    """A RuntimeUserError becomes one line on stderr and exit status 1, never a traceback."""
+    try:
+        yield
+    except RuntimeUserError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _make_scorer(model, backend, device, threads, batch, precision, crops, seed, scene, quiet):
+    from .scorer import Scorer
+
+    scorer = Scorer(model, backend=backend, device=device, crops=crops, seed=seed, threads=threads,
+                    batch=batch, precision=precision, scene=scene)
+    if not quiet:
+        click.echo(f"scoring with {scorer.describe()}", err=True)
+    for note in scorer.backend.notes:
+        click.echo(f"warning: {note}", err=True)
+    return scorer
+
+
+def expand_paths(paths) -> list[str]:
+    """Files as given, folders walked recursively for image files, globs expanded; sorted
+    within each argument. A path that matches nothing is kept so its row says so."""
+    from .images import IMAGE_SUFFIXES
+
+    found: list[str] = []
+    for text in paths:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            found += sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.exists():
+            found.append(str(path))
+        elif glob.has_magic(text):
+            matches = sorted(p for p in glob.glob(os.path.expanduser(text), recursive=True) if Path(p).is_file())
+            if not matches:
+                raise RuntimeUserError(f"the pattern '{text}' matches no files; check it (quote it to let gamma-edge expand it)")
+            found += matches
+        else:
+            found.append(str(path))
+    return found
+
+
+class RowWriter:
+    """table (aligned, written at the end), csv or jsonl (written row by row)."""
+
+    def __init__(self, stream, fmt: str, scenes: list[str]):
+        self.stream, self.fmt, self.scenes = stream, fmt, scenes
+        self.columns = ["path"] + (["score"] if len(scenes) == 1 else scenes) + ["error"]
+        self.rows: list[list[str]] = []
+        if fmt == "csv":
+            self.csv = csv.writer(stream, lineterminator="\n")
+            self.csv.writerow(self.columns)
+
+    def write(self, row) -> None:
+        values = [None if row.scores is None else row.scores[s] for s in self.scenes]
+        if self.fmt == "jsonl":
+            record = {"path": row.source}
+            record.update({("score" if len(self.scenes) == 1 else s): v for s, v in zip(self.scenes, values)})
+            record["error"] = row.error
+            self.stream.write(json.dumps(record) + "\n")
+            self.stream.flush()
+            return
+        cells = [row.source] + ["" if v is None else f"{v:.6f}" for v in values] + [row.error or ""]
+        if self.fmt == "csv":
+            self.csv.writerow(cells)
+            self.stream.flush()
+        else:
+            self.rows.append(cells)
+
+    def close(self) -> None:
+        if self.fmt != "table":
+            return
+        widths = [max(len(c), *(len(r[i]) for r in self.rows)) if self.rows else len(c)
+                  for i, c in enumerate(self.columns)]
+        for cells in [self.columns] + self.rows:
+            line = "  ".join(cell.ljust(width) for cell, width in zip(cells[:-1], widths[:-1]))
+            self.stream.write((line + "  " + cells[-1]).rstrip() + "\n")
+        self.stream.flush()
+
+
+@contextmanager
+def _output(out: Path | None, description: str):
+    if out is None or str(out) == "-":
+        yield sys.stdout
+        return
+    try:
+        handle = open(out, "w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise RuntimeUserError(f"{description} '{out}' cannot be written ({exc.strerror}); check the folder") from None
+    with handle:
+        yield handle
+
+
+@click.command("score")
+@click.argument("paths", nargs=-1, required=True)
+@_model_options
+@click.option("--all-scenes", is_flag=True, help="One column per scene of the model.")
+@click.option("--format", "fmt", type=click.Choice(("table", "csv", "jsonl")), default="table", show_default=True)
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="Write results here, not stdout.")
+def score_command(paths, model, backend, device, threads, batch, precision, crops, seed, scene, quiet,
+                  all_scenes, fmt, out):
+    """Score images: files, folders (recursive) and globs.
+
+    A file that cannot be decoded is reported in its row and the rest are scored;
+    the exit status is 1 if any image failed.
+
+    \b
+      gamma-edge score photos/ --model exported/natural
+      gamma-edge score 'shots/**/*.jpg' --format csv --out scores.csv
+    """
+    from tqdm import tqdm
+
+    with _user_errors():
+        images = expand_paths(paths)
+        scorer = _make_scorer(model, backend, device, threads, batch, precision, crops, seed, scene, quiet)
+        scenes = list(scorer.scenes) if all_scenes else [scorer.scene]
+        failed = 0
+        with _output(out, "--out") as stream:
+            writer = RowWriter(stream, fmt, scenes)
+            bar = tqdm(total=len(images), unit="img", file=sys.stderr, dynamic_ncols=True,
+                       disable=quiet or not sys.stderr.isatty())
+            try:
+                for row in scorer.score_many(images):
+                    failed += not row.ok
+                    writer.write(row)
+                    bar.update()
+            finally:
+                bar.close()
+                writer.close()
+    if failed:
+        click.echo(f"{failed} of {len(images)} image(s) could not be scored; see the error column", err=True)
+        sys.exit(1)
+
+
+@click.command("run")
+@click.argument("source")
+@_model_options
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Score every N-th frame.")
+@click.option("--fps", "max_fps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Score at most F frames per second (video time for files).")
+@click.option("--smooth", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Smoothed score: mean of the last N scores.")
+@click.option("--threshold", type=float, default=None, help="Flag frames whose smoothed score is below this.")
+@click.option("--jsonl", type=click.Path(path_type=Path, allow_dash=True), default=None,
+              help="Per-frame JSON lines to FILE ('-' for stdout).")
+@click.option("--save", type=click.Path(path_type=Path), default=None,
+              help="Write the annotated video here (.mp4 or .avi).")
+@click.option("--show", is_flag=True, help="Show the frames with their score in a window (q quits).")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after N frames read.")
+def run_command(source, model, backend, device, threads, batch, precision, crops, seed, scene, quiet,
+                every, max_fps, smooth, threshold, jsonl, save, show, max_frames):
+    """Score a camera, video file or network stream as it plays.
+
+    SOURCE is a camera index or 'camera', a video file, or an rtsp:// / http:// stream.
+    Live sources keep only the newest frame; files are read in order. Ctrl-C or SIGTERM
+    ends the run with a summary (on stderr, and as the last JSON line).
+
+    \b
+      gamma-edge run clip.mp4 --jsonl - --every 5
+      gamma-edge run rtsp://cam.local/stream --fps 2 --threshold 0.4 --jsonl alerts.jsonl
+      gamma-edge run 0 --show --smooth 10
+    """
+    from .stream import RunOptions, StopSignals, StreamRunner, parse_source
+
+    with _user_errors():
+        parsed = parse_source(source)
+        scorer = _make_scorer(model, backend, device, threads, batch, precision, crops, seed, scene, quiet)
+        with _output(jsonl, "--jsonl") as stream:
+            options = RunOptions(scene=scene, every=every, max_fps=max_fps, smooth=smooth, threshold=threshold,
+                                 jsonl=stream if jsonl is not None else None,
+                                 save=str(save) if save else None, show=show, max_frames=max_frames)
+            runner = StreamRunner(scorer, parsed, options)
+            with StopSignals(runner.stop):
+                summary = runner.run()
+    click.echo(summary.text(), err=True)

@@ -1,0 +1,198 @@
+"""`run`: video files in order (also truncated ones), live sources that drop and come back."""
+import io
+import json
+import os
+import signal
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime import RuntimeUserError, Scorer
+from runtime.stream import RunOptions, Selector, Source, StreamRunner, parse_source
+from runtime_fixtures import CaptureSequence, FakeCapture, make_model, textured_image, write_video
+
+
+@pytest.fixture(scope="module")
+def scorer(tmp_path_factory):
+    return Scorer(make_model(tmp_path_factory.mktemp("m"), scenes=("natural", "aigc")), crops="center")
+
+
+def run(scorer, source, factory=None, **options):
+    lines = io.StringIO()
+    options.setdefault("backoff", (0.01, 0.05))
+    runner = StreamRunner(scorer, source, RunOptions(jsonl=lines, **options),
+                          **({"open_source": factory} if factory else {}), log=lambda line: None)
+    summary = runner.run()
+    records = [json.loads(line) for line in lines.getvalue().splitlines()]
+    return summary, [r for r in records if "event" not in r], [r for r in records if "event" in r]
+
+
+def frames_of(path):
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return frames
+        frames.append(frame)
+
+
+def test_parse_source(tmp_path):
+    video = write_video(tmp_path / "a.avi", frames=2)
+    assert parse_source("0") == Source("0", "camera", 0)
+    assert parse_source("camera") == Source("camera", "camera", 0)
+    assert parse_source("rtsp://cam/stream").kind == "network"
+    assert parse_source("http://host:8080/video.mjpg").live
+    assert parse_source(str(video)) == Source(str(video), "file", str(video))
+    with pytest.raises(RuntimeUserError, match="neither a camera index"):
+        parse_source(str(tmp_path / "missing.mp4"))
+    with pytest.raises(RuntimeUserError, match="scheme 'ftp'"):
+        parse_source("ftp://host/a.mp4")
+
+
+def test_file_every_frame_in_order_with_exact_scores(scorer, tmp_path):
+    video = write_video(tmp_path / "clip.avi", frames=12)
+    summary, scored, events = run(scorer, parse_source(str(video)))
+    frames = frames_of(video)
+    assert [r["frame"] for r in scored] == list(range(12))
+    assert [r["t"] for r in scored] == [round(i / 30, 3) for i in range(12)]
+    expected = [float(scorer.score_crops(scorer.preprocess(f))[0]) for f in frames]
+    assert np.allclose([r["score"] for r in scored], expected, atol=1e-6)
+    assert events[0] == {"event": "end", "frames": 12, "reason": "end of file"}
+    assert events[-1]["event"] == "summary" and events[-1]["scored"] == 12
+    assert summary.frames_read == 12 and summary.scored == 12 and summary.dropped == 0
+    assert summary.as_dict()["min_score"] == round(min(expected), 6)
+
+
+def test_every_fps_smoothing_and_threshold(scorer, tmp_path):
+    video = write_video(tmp_path / "clip.mp4", frames=30)
+    _, scored, _ = run(scorer, parse_source(str(video)), every=4)
+    assert [r["frame"] for r in scored] == [0, 4, 8, 12, 16, 20, 24, 28]
+    _, scored, _ = run(scorer, parse_source(str(video)), max_fps=5)
+    assert [r["frame"] for r in scored] == [0, 6, 12, 18, 24]
+    summary, scored, _ = run(scorer, parse_source(str(video)), smooth=3, threshold=0.4862, scene="aigc")
+    scores = [r["score"] for r in scored]
+    for i, record in enumerate(scored):
+        window = scores[max(0, i - 2):i + 1]
+        assert abs(record["smoothed"] - np.mean(window)) < 1e-6
+        assert record["low"] == (np.mean(window) < 0.4862)
+    assert summary.low == sum(r["low"] for r in scored)
+    assert 0 < summary.low < len(scored)      # the threshold splits this clip
+
+
+def test_truncated_file_ends_early_and_says_so(scorer, tmp_path):
+    video = write_video(tmp_path / "clip.avi", frames=40)
+    data = video.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[:len(data) // 2])
+    summary, scored, events = run(scorer, parse_source(str(cut)))
+    end = events[0]
+    assert end["event"] == "end" and end["reason"] == "ended early" and end["expected"] == 40
+    assert 0 < end["frames"] < 40 and len(scored) == end["frames"] == summary.frames_read
+    broken = tmp_path / "cut.mp4"
+    broken.write_bytes(write_video(tmp_path / "whole.mp4", frames=20).read_bytes()[:5000])
+    with pytest.raises(RuntimeUserError, match="not a video OpenCV can open"):
+        run(scorer, parse_source(str(broken)))
+
+
+def test_save_writes_every_frame_annotated(scorer, tmp_path):
+    video = write_video(tmp_path / "clip.avi", frames=10)
+    out = tmp_path / "out.mp4"
+    run(scorer, parse_source(str(video)), every=5, save=str(out))
+    written = frames_of(out)
+    assert len(written) == 10 and written[0].shape == (240, 320, 3)
+    assert np.abs(written[3][5:20, 5:100].astype(int) - frames_of(video)[3][5:20, 5:100]).mean() > 20   # the overlay
+    with pytest.raises(RuntimeUserError, match="unsupported extension"):
+        run(scorer, parse_source(str(video)), save=str(tmp_path / "out.gif"))
+
+
+def live_frames(count, size, seed):
+    return [textured_image(size[1], size[0], seed=seed + i) for i in range(count)]
+
+
+def test_stream_that_drops_and_comes_back(scorer):
+    first = live_frames(20, (320, 240), seed=0)
+    second = live_frames(20, (640, 480), seed=100)
+    second[10:13] = [np.zeros((480, 640, 3), np.uint8)] * 3           # filler frames of a flaky stream
+    stop = threading.Event()
+    factory = CaptureSequence([FakeCapture(first, delay=0.003), None, None,
+                               FakeCapture(second, delay=0.003)], when_exhausted=stop.set)
+    lines = io.StringIO()
+    runner = StreamRunner(scorer, Source("rtsp://cam", "network", "rtsp://cam"),
+                          RunOptions(jsonl=lines, backoff=(0.01, 0.05)), open_source=factory, stop=stop,
+                          log=lambda line: None)
+    summary = runner.run()
+    records = [json.loads(line) for line in lines.getvalue().splitlines()]
+    events = [r for r in records if "event" in r]
+    kinds = [e["event"] for e in events]
+    assert kinds[:2] == ["gap", "reconnect"] and kinds[-1] == "summary"
+    assert events[1]["attempts"] == 3 and events[1]["size"] == [640, 480]
+    assert any(e.get("reason", "").startswith("blank frame") for e in events)
+    scored = [r["frame"] for r in records if "score" in r]
+    # frames 1..5 and 21..25 are (re)connect frames, 31..33 are fillers: never scored
+    assert not set(scored) & (set(range(1, 6)) | set(range(21, 26)) | {31, 32, 33})
+    assert any(f <= 20 for f in scored) and any(f > 25 for f in scored)
+    assert scored == sorted(scored)
+    assert summary.reconnects == 1 and summary.settling == 10 and summary.frames_read == 40
+    assert summary.scored + summary.dropped + summary.blank + summary.settling + summary.skipped == 40
+    assert summary.blank >= 1
+    assert factory.calls == 5
+
+
+def test_live_source_keeps_only_the_newest_frame(scorer):
+    class SlowScorer:
+        def __init__(self, inner):
+            self.inner, self.scenes, self.scene, self.preprocess = inner, inner.scenes, inner.scene, inner.preprocess
+
+        def score_crops(self, crops):
+            threading.Event().wait(0.03)
+            return self.inner.score_crops(crops)
+
+    stop = threading.Event()
+    factory = CaptureSequence([FakeCapture(live_frames(60, (320, 240), seed=0), delay=0.002)], when_exhausted=stop.set)
+    lines = io.StringIO()
+    summary = StreamRunner(SlowScorer(scorer), parse_source("0"), RunOptions(jsonl=lines, settle_frames=0),
+                           open_source=factory, stop=stop, log=lambda line: None).run()
+    assert summary.dropped > 0 and summary.scored < 60
+    assert summary.scored + summary.dropped == summary.frames_read == 60
+
+
+def test_unreachable_stream_is_one_sentence(scorer):
+    with pytest.raises(RuntimeUserError, match="could not be opened within"):
+        run(scorer, Source("rtsp://nowhere", "network", "rtsp://nowhere"), factory=CaptureSequence([None]))
+    with pytest.raises(RuntimeUserError, match="camera 3 could not be opened"):
+        run(scorer, parse_source("3"), factory=CaptureSequence([FakeCapture([], opened=False)]))
+
+
+def test_sigterm_ends_the_run_with_a_summary(scorer):
+    def send_sigterm(count):
+        if count == 15:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    from runtime.stream import StopSignals
+    previous = signal.getsignal(signal.SIGTERM)
+    endless = FakeCapture(live_frames(10, (320, 240), 0) * 1000, delay=0.002, on_read=send_sigterm)
+    lines = io.StringIO()
+    runner = StreamRunner(scorer, parse_source("camera"), RunOptions(jsonl=lines), open_source=CaptureSequence([endless]),
+                          log=lambda line: None)
+    with StopSignals(runner.stop):
+        summary = runner.run()
+    assert signal.getsignal(signal.SIGTERM) is previous
+    assert 15 <= summary.frames_read < 100 and summary.ended == "stopped"
+    assert json.loads(lines.getvalue().splitlines()[-1])["event"] == "summary"
+
+
+def test_selector():
+    select = Selector(every=2, max_fps=10)
+    assert [i for i in range(12) if select(i, i / 30)] == [0, 3, 6, 9]
+
+
+def test_bad_run_options(scorer, tmp_path):
+    video = parse_source(str(write_video(tmp_path / "a.avi", frames=2)))
+    with pytest.raises(RuntimeUserError, match="--every must be at least 1"):
+        run(scorer, video, every=0)
+    with pytest.raises(RuntimeUserError, match="scene 'face'"):
+        run(scorer, video, scene="face")
+    with pytest.raises(RuntimeUserError, match="--show needs"):
+        run(scorer, video, show=True)

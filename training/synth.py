@@ -1,0 +1,209 @@
+"""A synthetic quality dataset from real photographs that scikit-image ships.
+
+Each photograph is distorted by several kinds (blur, noise, JPEG, contrast,
+saturation, exposure, pixelation) at `levels` known strengths; the pristine
+photograph is kept as level 0. The MOS is a known decreasing function of the
+level, the same for every kind:
+
+    mos = 1 - level / (levels + 1)            (pristine 1.0, strongest 1/(levels+1))
+
+so within a photograph and a kind the quality order is exact. The split holds a
+group of photographs out entirely, so test images show scenes never seen in
+training. Output, in the IQA-PyTorch meta-info layout the registry's
+"synthetic" entry reads:
+
+    OUT/meta_info.csv   image_name, mos, distortion, level, photo, split
+    OUT/split.json      {"1": {"train": [row indices], "val": [], "test": [...]}}
+    OUT/images/<photo>/<distortion>_<level>.png   (lossless; JPEG artefacts baked in)
+
+Only image files inside the installed scikit-image package are read (never
+skimage.data's downloadable images), so this works without internet.
+
+    python -m training.synth --out DIR [--photos astronaut coffee ...] [--levels 5]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from gamma_edge.errors import GammaUserError
+
+# Colour photographs shipped inside the scikit-image wheel (no download needed).
+PHOTOS = {
+    "astronaut": "astronaut.png", "chelsea": "chelsea.png", "coffee": "coffee.png",
+    "rocket": "rocket.jpg", "motorcycle": "motorcycle_left.png", "hubble": "hubble_deep_field.jpg",
+    "ihc": "ihc.png", "retina": "retina.jpg",
+}
+# Greyscale photographs, usable with --photos (saturation loss does nothing to them).
+GREY_PHOTOS = {"camera": "camera.png", "moon": "moon.png", "coins": "coins.png", "grass": "grass.png",
+               "brick": "brick.png", "gravel": "gravel.png"}
+
+# Each kind: (weakest, strongest) parameter; levels interpolate geometrically between them.
+DISTORTIONS = {
+    "gaussian_blur": (0.8, 6.0),      # sigma, pixels
+    "motion_blur": (5, 31),           # kernel length, pixels (horizontal)
+    "gaussian_noise": (6.0, 60.0),    # standard deviation on 0..255
+    "jpeg": (50, 3),                  # JPEG quality (lower is worse)
+    "contrast": (0.7, 0.12),          # kept fraction of contrast around the mean grey
+    "saturation": (0.6, 0.0),         # kept fraction of chroma
+    "darken": (0.65, 0.12),           # brightness multiplier
+    "brighten": (0.25, 0.85),         # fraction of the way to white
+    "pixelate": (2.0, 12.0),          # down-and-up scaling factor
+}
+
+
+def mos_of(level: int, levels: int) -> float:
+    return 1.0 - level / (levels + 1)
+
+
+def parameter(kind: str, level: int, levels: int) -> float:
+    weakest, strongest = DISTORTIONS[kind]
+    if levels == 1:
+        return float(strongest)
+    t = (level - 1) / (levels - 1)
+    if weakest > 0 and strongest > 0:
+        return float(weakest * (strongest / weakest) ** t)
+    return float(weakest + (strongest - weakest) * t)
+
+
+def distort(image: np.ndarray, kind: str, level: int, levels: int, seed: int) -> np.ndarray:
+    """An RGB uint8 image distorted by `kind` at `level` (1 = weakest)."""
+    p = parameter(kind, level, levels)
+    x = image.astype(np.float32)
+    if kind == "gaussian_blur":
+        return cv2.GaussianBlur(image, (0, 0), sigmaX=p, borderType=cv2.BORDER_REFLECT)
+    if kind == "motion_blur":
+        length = int(round(p)) | 1
+        kernel = np.zeros((length, length), np.float32)
+        kernel[length // 2, :] = 1.0 / length
+        return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REFLECT)
+    if kind == "gaussian_noise":
+        noise = np.random.default_rng(seed).normal(0.0, p, image.shape).astype(np.float32)
+        return _to_uint8(x + noise)
+    if kind == "jpeg":
+        ok, data = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(round(p))])
+        assert ok
+        return cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1]
+    if kind == "contrast":
+        return _to_uint8(x.mean() + p * (x - x.mean()))
+    if kind == "saturation":
+        grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
+        return _to_uint8(grey[..., None] + p * (x - grey[..., None]))
+    if kind == "darken":
+        return _to_uint8(x * p)
+    if kind == "brighten":
+        return _to_uint8(x + p * (255.0 - x))
+    if kind == "pixelate":
+        h, w = image.shape[:2]
+        small = cv2.resize(image, (max(1, round(w / p)), max(1, round(h / p))), interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+    raise ValueError(f"unknown distortion {kind}")
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def load_photo(name: str, short_side: int) -> np.ndarray:
+    """A shipped scikit-image photograph as RGB uint8, resized so its short side is `short_side`."""
+    import skimage.data
+
+    files = {**PHOTOS, **GREY_PHOTOS}
+    if name not in files:
+        raise GammaUserError(f"unknown photo '{name}'; shipped photos: {', '.join(files)}")
+    path = Path(skimage.data.__file__).parent / files[name]
+    if not path.is_file():
+        raise GammaUserError(f"photo '{name}' ({path}) is not in the installed scikit-image package")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise GammaUserError(f"photo '{name}' ({path}) cannot be decoded")
+    image = image[..., ::-1]
+    h, w = image.shape[:2]
+    factor = short_side / min(h, w)
+    size = (round(w * factor), round(h * factor))
+    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
+    return np.ascontiguousarray(cv2.resize(image, size, interpolation=interpolation))
+
+
+def make_synthetic_dataset(out: str | Path, photos=None, kinds=None, levels: int = 5, short_side: int = 256,
+                           test_fraction: float = 0.25, seed: int = 0) -> dict:
+    """Write the dataset to `out`; returns a summary (counts, test photos)."""
+    out = Path(out)
+    photos = list(photos or PHOTOS)
+    kinds = list(kinds or DISTORTIONS)
+    unknown = [k for k in kinds if k not in DISTORTIONS]
+    if unknown:
+        raise GammaUserError(f"unknown distortion {unknown[0]}; known: {', '.join(DISTORTIONS)}")
+    if levels < 1:
+        raise GammaUserError("--levels must be at least 1")
+    if len(set(photos)) < 2:
+        raise GammaUserError("the synthetic set needs at least 2 photos (one for training, one for testing)")
+    rng = np.random.default_rng(seed)
+    n_test = min(len(photos) - 1, max(1, round(test_fraction * len(photos))))
+    test_photos = set(rng.choice(sorted(set(photos)), size=n_test, replace=False).tolist())
+
+    rows = []
+    for p_index, photo in enumerate(photos):
+        image = load_photo(photo, short_side)
+        folder = out / "images" / photo
+        folder.mkdir(parents=True, exist_ok=True)
+        variants = [("pristine", 0, image)]
+        for k_index, kind in enumerate(kinds):
+            for level in range(1, levels + 1):
+                noise_seed = seed * 1_000_003 + p_index * 1000 + k_index * 10 + level
+                variants.append((kind, level, distort(image, kind, level, levels, noise_seed)))
+        for kind, level, variant in variants:
+            name = f"{photo}/{kind}_{level}.png"
+            ok, data = cv2.imencode(".png", variant[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
+            assert ok
+            (out / "images" / name).write_bytes(data.tobytes())
+            split = "test" if photo in test_photos else "train"
+            rows.append([name, f"{mos_of(level, levels):.6f}", kind, level, photo, split])
+
+    with open(out / "meta_info.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image_name", "mos", "distortion", "level", "photo", "split"])
+        writer.writerows(rows)
+    split = {"1": {"train": [i for i, r in enumerate(rows) if r[5] == "train"], "val": [],
+                   "test": [i for i, r in enumerate(rows) if r[5] == "test"]}}
+    (out / "split.json").write_text(json.dumps(split))
+    return {"images": len(rows), "photos": photos, "test_photos": sorted(test_photos), "kinds": kinds,
+            "levels": levels, "out": str(out)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.synth",
+        description="Write a synthetic quality dataset (shipped scikit-image photos distorted at known levels) "
+                    "in the IQA-PyTorch meta-info layout; train on it with --datasets synthetic:DIR.")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--photos", nargs="+", default=None,
+                        help=f"photos to use (default: the colour ones: {' '.join(PHOTOS)}; "
+                             f"also: {' '.join(GREY_PHOTOS)})")
+    parser.add_argument("--kinds", nargs="+", default=None, help=f"distortions (default all: {' '.join(DISTORTIONS)})")
+    parser.add_argument("--levels", type=int, default=5, help="strength levels per distortion (default 5)")
+    parser.add_argument("--short-side", type=int, default=256, help="resize photos to this short side (default 256)")
+    parser.add_argument("--test-fraction", type=float, default=0.25, help="fraction of photos held out (default 0.25)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        summary = make_synthetic_dataset(args.out, args.photos, args.kinds, args.levels, args.short_side,
+                                         args.test_fraction, args.seed)
+    except GammaUserError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {summary['images']} images of {len(summary['photos'])} photos x {len(summary['kinds'])} "
+          f"distortions x {summary['levels']} levels (+ pristine) to {summary['out']}; "
+          f"test photos (unseen in training): {', '.join(summary['test_photos'])}")
+    print(f"train on it: python -m training.train --datasets synthetic:{summary['out']} ...")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,544 @@
+"""The training program: `python -m training.train --out RUN [config and overrides]`.
+
+The paper's unified recipe (Sec. 4.1) is the default config (configs/unified_sdp.json):
+the datasets mixed into one shuffled set, Adam over the trainable parameters only
+(adaptive experts, gates, scales, adapter, levels), cosine schedule per iteration,
+MSE between the score and the normalised MOS, random crop + flip. Every epoch the
+model is evaluated on each dataset's test split (SRCC, PLCC; paper's 10 random
+crops and a deterministic protocol), metrics go to RUN/metrics.csv and
+RUN/metrics.jsonl, and RUN/last.safetensors and RUN/best.safetensors are written
+atomically.
+
+Resuming: RUN/train_state.pt (written every --save-every steps and at each epoch
+end) holds the trainable weights, optimizer, scheduler and position. The data
+order is a pure function of (seed, epoch) and each sample's crop of (seed, epoch,
+index), so `--resume` after a kill continues mid-epoch and ends with the same
+parameters as an uninterrupted run.
+
+Scale-out: `torchrun --nproc_per_node=N -m training.train ...` runs DDP
+(NCCL on GPUs, gloo on CPU); --batch-size is per process; rank 0 logs,
+evaluates and writes checkpoints.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from gamma_edge.errors import GammaUserError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "unified_sdp.json"
+STATE_FILE = "train_state.pt"
+SETTINGS_FILE = "train_config.json"
+STATE_FORMAT = "gamma-edge.train-state"
+
+SETTING_KEYS = {
+    "model", "prompts", "init_backbone", "scenes_files", "datasets", "datasets_files", "data_root",
+    "meta_info_dir", "optimizer", "lr", "betas", "weight_decay", "schedule", "warmup_steps", "min_lr",
+    "epochs", "batch_size", "steps_per_epoch", "crop_size", "hflip", "loss", "eval_crops", "eval_seed",
+    "eval_batch_size", "eval_every", "eval_before_training", "eval_max_long_side", "seed", "num_workers",
+    "save_every",
+}
+# Settings that may change when a run is resumed: they do not alter what is computed.
+RESUME_OVERRIDABLE = {"num_workers"}
+PATH_KEYS = ("init_backbone", "data_root", "meta_info_dir")
+PATH_LIST_KEYS = ("scenes_files", "datasets_files")
+
+
+# ---------------------------------------------------------------- settings
+
+def read_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        shipped = CONFIG_DIR / f"{path}.json" if path.suffix != ".json" else CONFIG_DIR / path.name
+        if shipped.is_file():
+            path = shipped
+        else:
+            raise GammaUserError(f"training config {path} does not exist "
+                                 f"(shipped: {', '.join(p.stem for p in sorted(CONFIG_DIR.glob('*.json')) if p.stem != 'datasets')})")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GammaUserError(f"training config {path} is not valid JSON ({exc})") from None
+    data = {k: v for k, v in data.items() if k != "about"}
+    unknown = sorted(set(data) - SETTING_KEYS)
+    if unknown:
+        raise GammaUserError(f"training config {path} has unknown keys {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(SETTING_KEYS))}")
+    base = json.loads(DEFAULT_CONFIG.read_text())
+    base.pop("about", None)
+    base.update(data)
+    return base
+
+
+def check_settings(s: dict) -> dict:
+    if s["optimizer"] != "adam":
+        raise GammaUserError(f"optimizer '{s['optimizer']}' is not supported (adam)")
+    if s["schedule"] not in ("cosine", "constant"):
+        raise GammaUserError(f"schedule '{s['schedule']}' is not supported (cosine, constant)")
+    if s["loss"] != "mse":
+        raise GammaUserError(f"loss '{s['loss']}' is not supported (mse)")
+    if s["prompts"] not in ("sdp", "plain"):
+        raise GammaUserError(f"prompts must be 'sdp' or 'plain', not '{s['prompts']}'")
+    from training.crops import PROTOCOLS
+    for protocol in s["eval_crops"]:
+        if protocol not in PROTOCOLS:
+            raise GammaUserError(f"unknown crop protocol '{protocol}'; known: {', '.join(PROTOCOLS)}")
+    for key in ("epochs", "batch_size", "crop_size", "eval_batch_size"):
+        if not isinstance(s[key], int) or s[key] < 1:
+            raise GammaUserError(f"{key} must be a positive integer, not {s[key]!r}")
+    if not s["datasets"]:
+        raise GammaUserError("no datasets selected; pass --datasets NAME[:ROOT] ...")
+    return s
+
+
+def absolute_paths(s: dict) -> dict:
+    """Make every path absolute so that a resumed run finds the same files from any folder."""
+    for key in PATH_KEYS:
+        if s.get(key):
+            s[key] = str(Path(s[key]).expanduser().resolve())
+    for key in PATH_LIST_KEYS:
+        s[key] = [str(Path(p).expanduser().resolve()) for p in s.get(key) or []]
+    datasets = []
+    for item in s["datasets"]:
+        name, sep, root = str(item).partition(":")
+        datasets.append(f"{name}:{Path(root).expanduser().resolve()}" if sep and root else name)
+    s["datasets"] = datasets
+    return s
+
+
+# ---------------------------------------------------------------- distributed
+
+class Distributed:
+    """torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), or a single process."""
+
+    def __init__(self, device: str | None):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+        if cuda:
+            self.device = torch.device(f"cuda:{self.local_rank}" if self.world > 1 or device in (None, "cuda")
+                                       else device)
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device(device or "cpu")
+        if self.world > 1:
+            import datetime
+
+            # Rank 0 evaluates while the others wait at a barrier: allow a long evaluation.
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo",
+                                                 timeout=datetime.timedelta(hours=3))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self):
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def sum(self, values: list[float]) -> list[float]:
+        if self.world == 1:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(tensor)
+        return tensor.tolist()
+
+    def gather(self, items: list) -> list:
+        if self.world == 1:
+            return items
+        gathered = [None] * self.world
+        torch.distributed.all_gather_object(gathered, items)
+        return [x for part in gathered for x in part]
+
+    def close(self):
+        if self.world > 1:
+            torch.distributed.destroy_process_group()
+
+
+# ---------------------------------------------------------------- model, optimizer, schedule
+
+def build_model(s: dict, seed: int):
+    from gamma_edge.checkpoint import load_tensor_file
+    from gamma_edge.model import Gamma, GammaConfig
+    from gamma_edge.scenes import default_scenes, load_scene_file, merge_scenes
+
+    config = GammaConfig.from_name(s["model"])
+    config.prompts = s["prompts"]
+    scenes = default_scenes()
+    for path in s["scenes_files"]:
+        scenes = merge_scenes(scenes, load_scene_file(path))
+    backbone = load_tensor_file(s["init_backbone"]) if s["init_backbone"] else None
+    torch.manual_seed(seed)          # the random initialisation is part of the run's identity
+    return Gamma(config, scenes=scenes, backbone_state=backbone)
+
+
+def cosine_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def frozen_fingerprint(model) -> str:
+    """sha256 of every frozen tensor: proves a resumed run rebuilt the same backbone."""
+    digest = hashlib.sha256()
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            digest.update(name.encode())
+            digest.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- state and logs
+
+def save_state(path: Path, model, optimizer, scheduler, position: dict, fingerprint: str) -> None:
+    """Atomically write the resume state (plain containers of tensors and numbers only)."""
+    state = {
+        "format": STATE_FORMAT, "version": 1, **position,
+        "trainable": {n: p.detach().cpu().clone() for n, p in model.trainable_parameters().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "frozen_sha256": fingerprint,
+    }
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_state(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say which, without a traceback
+        raise GammaUserError(f"resume state {path} cannot be read ({str(exc).splitlines()[0]})") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise GammaUserError(f"{path} is not a gamma-edge training state")
+    return state
+
+
+class MetricsLog:
+    """RUN/metrics.csv (one row per dataset and protocol) and RUN/metrics.jsonl (one object per evaluation)."""
+
+    COLUMNS = ["epoch", "global_step", "dataset", "protocol", "images", "srcc", "plcc", "plcc_fit",
+               "train_loss", "lr", "images_per_s", "skipped_images"]
+
+    def __init__(self, out: Path):
+        self.csv_path, self.jsonl_path = out / "metrics.csv", out / "metrics.jsonl"
+
+    def append(self, record: dict) -> None:
+        new = not self.csv_path.exists()
+        with open(self.csv_path, "a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(self.COLUMNS)
+            for dataset, by_protocol in record.get("eval", {}).items():
+                for protocol, m in by_protocol.items():
+                    writer.writerow([record["epoch"], record["global_step"], dataset, protocol, m["images"],
+                                     f"{m['srcc']:.6f}", f"{m['plcc']:.6f}", f"{m['plcc_fit']:.6f}",
+                                     _fmt(record.get("train_loss")), _fmt(record.get("lr")),
+                                     _fmt(record.get("images_per_s")), record.get("skipped_images", 0)])
+        with open(self.jsonl_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _fmt(value):
+    return "" if value is None else f"{value:.6g}"
+
+
+def key_metric(results: dict, protocol: str) -> float:
+    """Model selection: mean SRCC over the evaluated datasets under the first protocol."""
+    values = [by[protocol]["srcc"] for by in results.values() if by[protocol]["images"] > 0]
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+# ---------------------------------------------------------------- the run
+
+def train(s: dict, out: Path, resume: bool = False, device: str | None = None, progress: bool = True,
+          stop_after_steps: int | None = None) -> dict:
+    """Run (or continue) a training run in `out`; returns the last evaluation record."""
+    from tqdm import tqdm
+
+    from gamma_edge.checkpoint import save_checkpoint
+    from training.datasets import EpochOrder, TrainingImages, load_dataset, load_registry, resolve_datasets
+    from training.evaluate import evaluate_parts, format_table
+
+    dist = Distributed(device)
+    say = (lambda *a: print(*a, flush=True)) if dist.main else (lambda *a: None)
+    state_path = out / STATE_FILE
+
+    # Data first: a wrong path should fail before minutes of model building.
+    specs = resolve_datasets(s["datasets"], load_registry(s["datasets_files"]), s["data_root"], s["meta_info_dir"])
+    train_parts = [load_dataset(spec, "train") for spec in specs]
+    eval_parts = [load_dataset(spec, "eval") for spec in specs] if s["eval_every"] else []
+    samples = [sample for part in train_parts for sample in part.samples]
+    if not samples:
+        raise GammaUserError("the selected datasets have no training images")
+    skipped = sorted({item for part in train_parts + eval_parts for item in part.skipped})
+    for path, reason in skipped:
+        say(f"skipping {path}: {reason}")
+
+    model = build_model(s, s["seed"])
+    for spec in specs:
+        if spec.scene not in model.scenes:
+            raise GammaUserError(f"dataset '{spec.name}' needs scene '{spec.scene}', which is not among the "
+                                 f"model's scenes ({', '.join(model.scenes)}); add it with --scenes-file")
+    fingerprint = frozen_fingerprint(model)
+    model.to(dist.device)
+    trainable = model.trainable_parameters()
+    optimizer = torch.optim.Adam(list(trainable.values()), lr=s["lr"], betas=tuple(s["betas"]),
+                                 weight_decay=s["weight_decay"])
+    per_rank = EpochOrder(len(samples), s["seed"], 0, dist.rank, dist.world)
+    steps_per_epoch = len(per_rank) // s["batch_size"]
+    if s["steps_per_epoch"]:
+        steps_per_epoch = min(steps_per_epoch, int(s["steps_per_epoch"]))
+    if steps_per_epoch < 1:
+        raise GammaUserError(f"{len(samples)} training images make no batch of {s['batch_size']} "
+                             f"per process ({dist.world} processes)")
+    total_steps = steps_per_epoch * s["epochs"]
+    min_ratio = s["min_lr"] / s["lr"] if s["lr"] else 0.0
+    if s["schedule"] == "cosine":
+        schedule = lambda step: cosine_factor(step, total_steps, s["warmup_steps"], min_ratio)  # noqa: E731
+    else:
+        schedule = lambda step: 1.0  # noqa: E731
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+    position = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": None,
+                "loss_sum": 0.0, "loss_count": 0, "skipped_train": 0}
+    if resume:
+        state = load_state(state_path)
+        if state["frozen_sha256"] != fingerprint:
+            raise GammaUserError(f"cannot resume {out}: the rebuilt model's frozen weights differ from the run's "
+                                 "(was the --init-backbone file changed?)")
+        with torch.no_grad():
+            for name, p in trainable.items():
+                p.copy_(state["trainable"][name].to(p.device))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        position = {k: state[k] for k in position}
+        say(f"resuming {out} at epoch {position['epoch'] + 1}, step {position['step_in_epoch']} of "
+            f"{steps_per_epoch} (global step {position['global_step']})")
+
+    network = model
+    if dist.world > 1:
+        # Every trainable parameter is used in every step (each batch runs the vision tower
+        # and at least one scene's text tower through all MoAE blocks), so no unused-parameter scan.
+        network = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+
+    log = MetricsLog(out)
+    images = TrainingImages(samples, s["crop_size"], s["hflip"])
+    first_protocol = s["eval_crops"][0] if s["eval_crops"] else None
+    n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in trainable.values())
+    say(f"{s['model']} ({s['prompts']} prompts): {n_trainable / 1e6:.2f}M of {n_params / 1e6:.2f}M parameters train; "
+        f"{len(samples)} training images from {len(specs)} datasets; {steps_per_epoch} steps/epoch x "
+        f"{s['epochs']} epochs, batch {s['batch_size']} x {dist.world} process(es) on {dist.device}")
+
+    def evaluate_and_log(record: dict) -> dict:
+        if not eval_parts or not first_protocol:
+            return record
+        results, eval_skipped = evaluate_parts(model, eval_parts, s["eval_crops"], dist.device,
+                                               s["eval_batch_size"], s["num_workers"], s["eval_seed"],
+                                               s["eval_max_long_side"], s["crop_size"])
+        for path, reason in eval_skipped:
+            if (path, reason) not in skipped:
+                say(f"skipped {path}: {reason}")
+        record["eval"] = results
+        record["key_metric"] = key_metric(results, first_protocol)
+        record["skipped_images"] = record.get("skipped_images", 0) + len({p for p, _ in eval_skipped})
+        say(format_table(results, {sp.name: sp.title or sp.name for sp in specs}))
+        return record
+
+    if not resume and s["eval_before_training"] and s["eval_every"]:
+        if dist.main:
+            record = evaluate_and_log({"epoch": 0, "global_step": 0, "lr": scheduler.get_last_lr()[0]})
+            log.append(record)
+        dist.barrier()
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dist.device.type == "cuda")
+    record = {}
+    for epoch in range(position["epoch"], s["epochs"]):
+        start = position["step_in_epoch"] if epoch == position["epoch"] else 0
+        order = EpochOrder(len(samples), s["seed"], epoch, dist.rank, dist.world, start * s["batch_size"])
+        loader = torch.utils.data.DataLoader(images, batch_size=s["batch_size"], sampler=order, drop_last=True,
+                                             num_workers=s["num_workers"], pin_memory=dist.device.type == "cuda")
+        model.train()
+        bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{s['epochs']}", unit="step",
+                   disable=not (dist.main and progress), dynamic_ncols=True)
+        started, seen, bad_paths, batches = time.perf_counter(), 0, [], None
+        for step in range(start, steps_per_epoch):
+            if step == start:
+                batches = iter(loader)
+            batch = next(batches)
+            images_in = batch["image"].to(dist.device, non_blocking=True)
+            target = batch["target"].to(dist.device)
+            valid = batch["valid"].to(dist.device)
+            if not bool(valid.all()):
+                bad_paths += [p for p, ok in zip(batch["path"], batch["valid"].tolist()) if not ok]
+            with autocast:
+                predicted = network(images_in, list(batch["scene"]))
+            # MSE on the normalised MOS over readable images; an all-unreadable batch still
+            # runs backward (zero gradient) so DDP processes stay in step.
+            weight = valid.float()
+            loss = ((predicted.float() - target) ** 2 * weight).sum() / weight.sum().clamp(min=1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            position["global_step"] += 1
+            position["step_in_epoch"] = step + 1
+            position["loss_sum"] += float(loss)
+            position["loss_count"] += 1
+            seen += images_in.shape[0] * dist.world
+            rate = seen / (time.perf_counter() - started)
+            bar.update(1)
+            bar.set_postfix(loss=f"{position['loss_sum'] / position['loss_count']:.4f}", img_s=f"{rate:.1f}")
+            if s["save_every"] and position["global_step"] % s["save_every"] == 0 and step + 1 < steps_per_epoch:
+                if dist.main:
+                    save_state(state_path, model, optimizer, scheduler, {**position, "epoch": epoch}, fingerprint)
+            if stop_after_steps and position["global_step"] >= stop_after_steps:
+                bar.close()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(99)      # a debug kill: no clean-up, no final save, like SIGKILL
+        bar.close()
+        del batches
+
+        # End of epoch: gather the epoch's loss and unreadable images, evaluate, save.
+        loss_sum, loss_count = dist.sum([position["loss_sum"], position["loss_count"]])
+        bad_paths = sorted(set(dist.gather(bad_paths)))
+        for path in bad_paths:
+            say(f"skipped {path}: unreadable image")
+        position["skipped_train"] += len(bad_paths)
+        record = {"epoch": epoch + 1, "global_step": position["global_step"],
+                  "train_loss": loss_sum / max(1, loss_count), "lr": scheduler.get_last_lr()[0],
+                  "images_per_s": seen / max(1e-9, time.perf_counter() - started),
+                  "skipped_images": len(skipped) + position["skipped_train"]}
+        position.update(epoch=epoch + 1, step_in_epoch=0, loss_sum=0.0, loss_count=0)
+        if dist.main:
+            evaluate_now = s["eval_every"] and ((epoch + 1) % s["eval_every"] == 0 or epoch + 1 == s["epochs"])
+            if evaluate_now:
+                record = evaluate_and_log(record)
+            extra = {"epoch": epoch + 1, "global_step": position["global_step"], "settings": s,
+                     "metrics": record.get("eval", {})}
+            save_checkpoint(model, out / "last.safetensors", extra=extra)
+            metric = record.get("key_metric")
+            if metric is not None and not math.isnan(metric) and (position["best"] is None or metric > position["best"]):
+                position["best"] = metric
+                save_checkpoint(model, out / "best.safetensors", extra={**extra, "key_metric": metric})
+                record["best"] = True
+            log.append(record)
+            save_state(state_path, model, optimizer, scheduler, position, fingerprint)
+            say(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, {record['images_per_s']:.1f} img/s"
+                + (f", mean SRCC ({first_protocol}) {record['key_metric']:.4f}" if "key_metric" in record else ""))
+        dist.barrier()
+    dist.close()
+    return record
+
+
+# ---------------------------------------------------------------- command line
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description="Train Gamma (CLIP + MoAE + scene prompts). The default config is the paper's unified SDP "
+                    "recipe (configs/unified_sdp.json); flags override it. Scale out with "
+                    "`torchrun --nproc_per_node=N -m training.train ...`.",
+        epilog="Examples:\n"
+               "  python -m training.synth --out data/synthetic\n"
+               "  python -m training.train --config synthetic_tiny --datasets synthetic:data/synthetic --out runs/tiny\n"
+               "  python -m training.train --data-root /data/iqa --init-backbone UniQA_weight.pt --out runs/unified\n"
+               "  python -m training.train --out runs/unified --resume",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="run folder: checkpoints, metrics, resume state")
+    parser.add_argument("--config", default=None, help="a training config JSON (default: configs/unified_sdp.json)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", help="model config: gamma-vit-b-16, gamma-tiny, or a .json file")
+    g.add_argument("--prompts", choices=["sdp", "plain"], help="scene-based differential prompts or plain '{level} image'")
+    g.add_argument("--init-backbone", help="OpenAI-format CLIP / UniQA weights to initialise the backbone from")
+    g.add_argument("--scenes-file", dest="scenes_files", action="append", help="a JSON file adding scenes")
+    g = parser.add_argument_group("data")
+    g.add_argument("--datasets", nargs="+", metavar="NAME[:ROOT]", help="datasets to mix (registry names)")
+    g.add_argument("--datasets-file", dest="datasets_files", action="append", help="a JSON file adding datasets")
+    g.add_argument("--data-root", help="folder holding one folder per dataset (the registry's 'folder')")
+    g.add_argument("--meta-info-dir", help="folder of meta-info CSV and split files (IQA-PyTorch's datasets/meta_info)")
+    g.add_argument("--num-workers", type=int, help="image decoding workers per process")
+    g.add_argument("--crop-size", type=int)
+    g.add_argument("--no-hflip", dest="hflip", action="store_false", default=None, help="no random horizontal flip")
+    g = parser.add_argument_group("optimisation")
+    g.add_argument("--lr", type=float)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int, help="images per step and process")
+    g.add_argument("--steps-per-epoch", type=int, help="cap the steps of an epoch (smoke runs)")
+    g.add_argument("--schedule", choices=["cosine", "constant"])
+    g.add_argument("--warmup-steps", type=int)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--save-every", type=int, help="write the resume state every N steps (and at each epoch end)")
+    g = parser.add_argument_group("evaluation")
+    g.add_argument("--eval-crops", nargs="+", help="crop protocols: random10 center five grid (the first selects best)")
+    g.add_argument("--eval-every", type=int, help="evaluate every N epochs (0: never)")
+    g.add_argument("--eval-before-training", action="store_true", default=None, help="also evaluate the initial model")
+    g.add_argument("--eval-batch-size", type=int)
+    g = parser.add_argument_group("run")
+    g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available; under torchrun cuda:LOCAL_RANK)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--stop-after-steps", type=int, help=argparse.SUPPRESS)   # tests: hard-exit like a kill
+    return parser.parse_args(argv)
+
+
+def settings_from_args(args) -> dict:
+    out = Path(args.out)
+    overrides = {k: v for k, v in vars(args).items() if k in SETTING_KEYS and v is not None}
+    if args.resume:
+        if not (out / STATE_FILE).is_file() or not (out / SETTINGS_FILE).is_file():
+            raise GammaUserError(f"{out} holds no run to resume (no {STATE_FILE} / {SETTINGS_FILE})")
+        fixed = sorted(set(overrides) - RESUME_OVERRIDABLE) + (["config"] if args.config else [])
+        if fixed:
+            raise GammaUserError(f"--resume continues the run as configured in {out / SETTINGS_FILE}; "
+                                 f"drop --{fixed[0].replace('_', '-')}")
+        settings = json.loads((out / SETTINGS_FILE).read_text())
+        settings.update(overrides)
+        return settings
+    if (out / STATE_FILE).exists():
+        raise GammaUserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    settings = read_config(args.config) if args.config else read_config(DEFAULT_CONFIG)
+    settings.update(overrides)
+    return absolute_paths(check_settings(settings))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        out = Path(args.out)
+        if int(os.environ.get("RANK", "0")) == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            if not args.resume:
+                (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+        train(settings, out, resume=args.resume, device=args.device, progress=not args.no_progress,
+              stop_after_steps=args.stop_after_steps)
+    except GammaUserError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
