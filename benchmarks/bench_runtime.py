@@ -117,7 +117,7 @@ def bundled_photos(folder: Path) -> list[Path]:
     for file in sorted(source.glob("*")):
         if file.suffix.lower() not in (".png", ".jpg"):
             continue
-        image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+        image = cv2.imdecode(np.fromfile(file, np.uint8), cv2.IMREAD_COLOR)
         if image is None or min(image.shape[:2]) < 64:
             continue
         for variant, picture, quality in (("", image, 92), ("_blur", cv2.GaussianBlur(image, (0, 0), 3), 92),
@@ -184,6 +184,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="exported model folder (default: a fake ViT-cost model)")
     parser.add_argument("--photos", type=Path, help="folder of photos (default: scikit-image's bundled photos)")
+    parser.add_argument("--max-photos", type=int, default=24)
     parser.add_argument("--crops", default=None, help="crop protocol for score (default: the manifest's)")
     parser.add_argument("--backends", default="onnxruntime,openvino")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (A B A B ...)")
@@ -204,6 +205,7 @@ def main() -> None:
         paths = [Path(p) for p in expand_paths([str(args.photos)])]
     else:
         paths = bundled_photos(work / "photos")
+    paths = paths[::max(1, len(paths) // args.max_photos)][:args.max_photos]
     print(f"# {note}", flush=True)
     print(f"# {len(paths)} photos; GEMM probe (4096^2 fp32 matmul) at start: {gemm_start:.0f} GFLOP/s", flush=True)
 

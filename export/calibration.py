@@ -5,7 +5,7 @@ Both sets are uint8 BGR 224x224 crops, exactly what the exported graph eats.
 - The default calibration set is made from the photographs that ship with
   scikit-image (`skimage.data`), resized the way the runtime resizes
   (docs/manifest.md, preprocess.resize), distorted at known levels (blur, noise,
-  JPEG, exposure, ...) and cropped at seeded random positions: hundreds of
+  JPEG, exposure, ...; gamma_edge.distortions) and cropped at seeded random positions: hundreds of
   crops, no download, the same bytes on every machine.
 - The validation set (the parity report, the INT8 fidelity gate) uses three
   OTHER photographs, each at eight distortion levels: the images are held out
@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from gamma_edge import distortions
 from gamma_edge.errors import GammaUserError
 
 CROP = 224
@@ -30,13 +31,10 @@ MIN_SHORT_SIDE = 224
 VALIDATION_PHOTOS = ("astronaut", "coffee", "chelsea")
 CALIBRATION_PHOTOS = ("rocket", "hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle",
                       "camera", "coins", "moon", "grass", "gravel", "brick", "clock", "cell", "page")
-# Validation distortion ladder: (name, kind, level). Within one photo, quality falls with level.
-VALIDATION_DISTORTIONS = (("pristine", "none", 0), ("blur-1", "blur", 1.0), ("blur-3", "blur", 3.0),
-                          ("noise-10", "noise", 10.0), ("noise-35", "noise", 35.0), ("jpeg-30", "jpeg", 30),
-                          ("jpeg-6", "jpeg", 6), ("dark-0.35", "dark", 0.35))
-CALIBRATION_DISTORTIONS = (("none", 0), ("blur", 0.7), ("blur", 2.0), ("blur", 4.0), ("noise", 5.0),
-                           ("noise", 20.0), ("noise", 45.0), ("jpeg", 50), ("jpeg", 20), ("jpeg", 8),
-                           ("dark", 0.5), ("bright", 1.6), ("contrast", 0.4), ("pixelate", 4))
+# Validation distortion ladder: (label, kind, level of 5) from gamma_edge.distortions.
+VALIDATION_DISTORTIONS = (("pristine", None, 0), ("blur-1", "gaussian_blur", 1), ("blur-4", "gaussian_blur", 4),
+                          ("noise-2", "gaussian_noise", 2), ("noise-5", "gaussian_noise", 5),
+                          ("jpeg-2", "jpeg", 2), ("jpeg-5", "jpeg", 5), ("darken-4", "darken", 4))
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
@@ -53,28 +51,11 @@ def resize_like_runtime(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def distort(image: np.ndarray, kind: str, level: float, seed: int = 0) -> np.ndarray:
-    """`image` (uint8 BGR) with one distortion at a known level; deterministic for a seed."""
-    if kind == "none":
+def distort_bgr(image: np.ndarray, kind: str | None, level: float, seed: int = 0) -> np.ndarray:
+    """gamma_edge.distortions (RGB convention) applied to a uint8 BGR image; kind None = pristine."""
+    if kind is None:
         return image.copy()
-    if kind == "blur":
-        return cv2.GaussianBlur(image, (0, 0), sigmaX=float(level))
-    if kind == "noise":
-        noise = np.random.default_rng(seed).normal(0.0, level, image.shape)
-        return np.clip(image.astype(np.float64) + noise, 0, 255).astype(np.uint8)
-    if kind == "jpeg":
-        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(level)])
-        return cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if kind in ("dark", "bright"):
-        return np.clip(image.astype(np.float64) * level, 0, 255).astype(np.uint8)
-    if kind == "contrast":
-        mean = image.mean()
-        return np.clip((image.astype(np.float64) - mean) * level + mean, 0, 255).astype(np.uint8)
-    if kind == "pixelate":
-        h, w = image.shape[:2]
-        small = cv2.resize(image, (max(1, w // int(level)), max(1, h // int(level))), interpolation=cv2.INTER_AREA)
-        return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
-    raise ValueError(f"unknown distortion {kind}")
+    return np.ascontiguousarray(distortions.distort(image[..., ::-1], kind, level, seed=seed)[..., ::-1])
 
 
 def skimage_photo(name: str) -> np.ndarray:
@@ -112,7 +93,7 @@ def validation_set() -> tuple[np.ndarray, list[str]]:
         base = center_crop(cv2.resize(photo, (max(CROP, round(w * f)), max(CROP, round(h * f))),
                                       interpolation=cv2.INTER_AREA))
         for d, (label, kind, level) in enumerate(VALIDATION_DISTORTIONS):
-            crops.append(distort(base, kind, level, seed=100 * p + d))
+            crops.append(distort_bgr(base, kind, level, seed=100 * p + d))
             labels.append(f"{name}/{label}")
     return np.stack(crops), labels
 
@@ -122,13 +103,12 @@ def default_calibration_set(count: int = 300, seed: int = 0) -> np.ndarray:
     randomly placed, as (count, 224, 224, 3) uint8 BGR."""
     rng = np.random.default_rng(seed)
     photos = [resize_like_runtime(skimage_photo(n)) for n in CALIBRATION_PHOTOS]
+    # One pristine crop in three; the others cycle through every distortion kind at levels 1..5.
+    variants = [(None, 0)] + [(k, lvl) for lvl in range(1, 6) for k in distortions.DISTORTIONS]
     crops = []
-    i = 0
-    while len(crops) < count:
-        photo = photos[i % len(photos)]
-        kind, level = CALIBRATION_DISTORTIONS[(i // len(photos)) % len(CALIBRATION_DISTORTIONS)]
-        crops.append(distort(_random_crop(photo, rng), kind, level, seed=seed * 100003 + i))
-        i += 1
+    for i in range(count):
+        kind, level = (None, 0) if i % 3 == 0 else variants[1 + (i // 3 * 2 + i % 3) % (len(variants) - 1)]
+        crops.append(distort_bgr(_random_crop(photos[i % len(photos)], rng), kind, level, seed=seed * 100003 + i))
     return np.stack(crops)
 
 

@@ -75,9 +75,10 @@ class FoldedPatchEmbedding(nn.Module):
 class PackedAttention(nn.Module):
     """Multi-head self-attention, packed QKV, query scale folded into the weights."""
 
-    def __init__(self, attn: nn.MultiheadAttention):
+    def __init__(self, attn: nn.MultiheadAttention, tokens: int):
         super().__init__()
         width, heads = attn.embed_dim, attn.num_heads
+        self.tokens, self.width = tokens, width             # constants: the graph has no shape arithmetic
         if not attn._qkv_same_embed_dim or attn.in_proj_bias is None:
             raise NotImplementedError("attention without a packed, biased in-projection")
         self.heads, self.head_dim = heads, width // heads
@@ -93,7 +94,7 @@ class PackedAttention(nn.Module):
         self.out.bias.data = attn.out_proj.bias.detach().clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens, width = x.shape[1], x.shape[2]
+        tokens, width = self.tokens, self.width
         qkv = self.qkv(x).reshape(-1, tokens, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]                                     # (N, H, L, d)
         attn = (q @ k.transpose(-1, -2)).softmax(dim=-1)
@@ -117,8 +118,9 @@ class PlainMLP(nn.Module):
 class FusedMoAE(nn.Module):
     """MoAE as two wide matrix products (module docstring, rewrite 3); exactly the paper's sum."""
 
-    def __init__(self, moae: MixtureOfAssessmentExperts):
+    def __init__(self, moae: MixtureOfAssessmentExperts, tokens: int):
         super().__init__()
+        self.tokens = tokens
         experts = [moae.shared_expert, *moae.adaptive_experts]
         scale = moae.scale.detach().float()
         self.act = _activation(moae.shared_expert)
@@ -138,7 +140,7 @@ class FusedMoAE(nn.Module):
                                                                  for e in moae.adaptive_experts]).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = x.shape[1]
+        tokens = self.tokens
         g = self.gate(x).softmax(dim=-1)                                     # (N, L, E)
         weights = torch.cat([torch.ones_like(g[..., :1]), g], dim=-1)        # shared expert weighs 1
         h = self.act(self.fc(x)).reshape(-1, tokens, self.num_experts + 1, self.hidden)
@@ -166,15 +168,15 @@ class UnfusedMoAE(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(ln_1 x), then x + mlp(ln_2 x)."""
 
-    def __init__(self, block: nn.Module, fuse_moae: bool):
+    def __init__(self, block: nn.Module, fuse_moae: bool, tokens: int):
         super().__init__()
         if not (isinstance(block.ls_1, nn.Identity) and isinstance(block.ls_2, nn.Identity)):
             raise NotImplementedError("blocks with LayerScale")
         self.ln_1 = _clone_layer_norm(block.ln_1)
-        self.attn = PackedAttention(block.attn)
+        self.attn = PackedAttention(block.attn, tokens)
         self.ln_2 = _clone_layer_norm(block.ln_2)
         if isinstance(block.mlp, MixtureOfAssessmentExperts):
-            self.mlp = FusedMoAE(block.mlp) if fuse_moae else UnfusedMoAE(block.mlp)
+            self.mlp = FusedMoAE(block.mlp, tokens) if fuse_moae else UnfusedMoAE(block.mlp)
         else:
             self.mlp = PlainMLP(block.mlp)
 
@@ -218,7 +220,8 @@ class DeployableGamma(nn.Module):
         self.register_buffer("class_embedding", visual.class_embedding.detach().clone().view(1, 1, -1))
         self.register_buffer("positional_embedding", visual.positional_embedding.detach().clone().unsqueeze(0))
         self.ln_pre = _clone_layer_norm(visual.ln_pre)
-        self.blocks = nn.ModuleList(Block(b, fuse_moae) for b in visual.transformer.resblocks)
+        tokens = visual.positional_embedding.shape[0]
+        self.blocks = nn.ModuleList(Block(b, fuse_moae, tokens) for b in visual.transformer.resblocks)
         self.ln_post = _clone_layer_norm(visual.ln_post)
         self.register_buffer("proj", visual.proj.detach().clone())
         self.head = SceneHead(model, self.scenes)
@@ -226,7 +229,7 @@ class DeployableGamma(nn.Module):
 
     def image_features(self, crops: torch.Tensor) -> torch.Tensor:
         x = self.patch(crops)
-        x = torch.cat([self.class_embedding.expand(x.shape[0], -1, -1), x], dim=1) + self.positional_embedding
+        x = torch.cat([self.class_embedding.expand(x.shape[0], 1, -1), x], dim=1) + self.positional_embedding
         x = self.ln_pre(x)
         for block in self.blocks:
             x = block(x)

@@ -213,6 +213,9 @@ def run_command(source, model, backend, device, threads, batch, precision, crops
     """
     from .stream import RunOptions, StopSignals, StreamRunner, parse_source
 
+    if "OPENCV_LOG_LEVEL" not in os.environ:      # OpenCV's capture warnings repeat what our one line says
+        import cv2
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     with _user_errors():
         parsed = parse_source(source)
         scorer = _make_scorer(model, backend, device, threads, batch, precision, crops, seed, scene, quiet)

@@ -6,6 +6,8 @@ the backend scores one batch, a small thread pool decodes and crops the next ima
 """
 from __future__ import annotations
 
+import os
+import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -122,7 +124,7 @@ class Scorer:
         scene = self._check_scene(scene) if scene else self.scene
         per_image = self.preprocess.crops_per_image
         ahead = max(4 * self.workers, 2 * max(1, self.batch // per_image))
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gamma-decode")
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gamma-decode", initializer=yield_to_inference)
         inflight: deque = deque()
         pending: list[tuple[ImageScore, np.ndarray | None]] = []
         pending_crops = 0
@@ -168,6 +170,17 @@ class Scorer:
             for future in inflight:
                 future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def yield_to_inference(niceness: int = 10) -> None:
+    """Lower the calling thread's CPU priority (Linux: nice is per thread). Decoding ahead
+    must fill the gaps of inference, not preempt its threads: with as many inference
+    threads as cores, one preempted thread stalls every parallel op at its barrier."""
+    if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+        except OSError:
+            pass
 
 
 def _name_of(image, index: int) -> str:

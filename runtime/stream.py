@@ -155,6 +155,9 @@ class FileFrames:
         return False
 
     def _run(self) -> None:
+        from .scorer import yield_to_inference
+
+        yield_to_inference()
         try:
             index = 0
             while not self.stop.is_set():
@@ -424,7 +427,7 @@ def annotate(image: np.ndarray, score: float | None, smoothed: float | None, low
 class AnnotatedVideo:
     """--save: the frames with their score drawn on, at the source's frame rate and size."""
 
-    def __init__(self, path: str, fps: float):
+    def __init__(self, path: str, fps: float = 25.0):
         self.path = Path(path)
         codec = VIDEO_CODECS.get(self.path.suffix.lower())
         if codec is None:
@@ -432,7 +435,7 @@ class AnnotatedVideo:
                 f"--save '{path}' has an unsupported extension; use .mp4 (mp4v) or .avi (MJPG)")
         if not self.path.parent.exists():
             raise RuntimeUserError(f"--save '{path}': the folder '{self.path.parent}' does not exist; create it first")
-        self.codec, self.fps = codec, fps if fps and fps > 0 else 25.0
+        self.codec, self.fps = codec, fps
         self.writer = None
         self.size: tuple[int, int] | None = None
 
@@ -503,6 +506,7 @@ class StreamRunner:
         summary = Summary(self.source.text)
         selector = Selector(options.every, options.max_fps)
         window = Window() if options.show else None
+        video = AnnotatedVideo(options.save) if options.save else None   # checked before any thread starts
         started = time.monotonic()
         if self.source.live:
             frames = LiveFrames(self.source, self.open_source, self.stop, started, options.settle_frames,
@@ -513,7 +517,8 @@ class StreamRunner:
                 raise RuntimeUserError(_unreachable(self.source))
             frames = FileFrames(capture, self.source, selector, self.scorer.preprocess,
                                 keep_all=bool(options.save or options.show), stop=self.stop)
-        video = AnnotatedVideo(options.save, frames.fps) if options.save else None
+        if video:
+            video.fps = frames.fps if frames.fps > 0 else 25.0
         recent: deque = deque(maxlen=options.smooth)
         score = smoothed = None
         low = was_blank = False
@@ -526,6 +531,7 @@ class StreamRunner:
                         summary.ended = item["reason"]
                     elif item["event"] == "gap":
                         self.log(f"gap in {self.source.text}: {item['reason']}; reconnecting")
+                        recent.clear()          # smoothing never spans a gap: the scene may differ after it
                     elif item["event"] == "reconnect":
                         self.log(f"reconnected to {self.source.text} after {item['gap_s']} s")
                     continue

@@ -108,3 +108,9 @@ def test_entry_point_has_no_traceback_for_user_errors(model, tmp_path):
                         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert len([line for line in ok.stdout.splitlines() if '"score"' in line]) == 6
+
+
+def test_run_unreachable_stream_is_one_line(model):
+    result = invoke(run_command, ["rtsp://127.0.0.1:9/nothing", "--model", model, "-q"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "stream 'rtsp://127.0.0.1:9/nothing' could not be opened within 5 s" in result.output

@@ -1,0 +1,55 @@
+"""`gamma-edge export`: a checkpoint -> a validated graph folder with its manifest."""
+from __future__ import annotations
+
+import click
+
+from gamma_edge.errors import user_errors
+
+
+@click.command("export")
+@click.option("--checkpoint", type=click.Path(dir_okay=False),
+              help="A gamma-edge checkpoint (.safetensors). Default: the embedded demo model.")
+@click.option("--scene", default="natural", show_default=True,
+              help="Scene to score: a name, several separated by commas, or 'all' (one graph, one column per scene).")
+@click.option("--int8", "precision", flag_value="int8", help="INT8 (static QDQ for ONNX Runtime, NNCF for OpenVINO).")
+@click.option("--fp16", "precision", flag_value="fp16", help="FP16 weights and activations (for GPUs).")
+@click.option("--fp32", "precision", flag_value="fp32", default=True, help="FP32 (the default).")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "openvino"]), default="onnx", show_default=True)
+@click.option("--calib", "calib_dir", type=click.Path(),
+              help="Folder of representative images for INT8 calibration. Default: photos made from skimage.data.")
+@click.option("--calib-count", default=300, show_default=True, type=click.IntRange(8, 100000),
+              help="Number of 224x224 calibration crops.")
+@click.option("--preset", type=click.Choice(["avx2", "avx512_vnni", "arm64", "tensorrt"]), default="avx2",
+              show_default=True, help="INT8 target for ONNX Runtime (see docs/export.md).")
+@click.option("--int8-method", type=click.Choice(["static", "dynamic"]), default="static", show_default=True,
+              help="ONNX Runtime INT8: static QDQ (calibrated) or dynamic (activations quantized at run time).")
+@click.option("--out", "out_dir", type=click.Path(), default=None,
+              help="Output folder. Default: gamma-SCENE-PRECISION-FORMAT in the current folder.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--force", is_flag=True, help="Write an INT8 graph even if it misses its fidelity gate.")
+@click.option("--quiet", is_flag=True, help="Print only the validation report.")
+def export_command(checkpoint, scene, precision, fmt, calib_dir, calib_count, preset, int8_method, out_dir,
+                   overwrite, force, quiet):
+    """Export a checkpoint to a per-scene ONNX or OpenVINO graph, validated against PyTorch.
+
+    \b
+    The graph takes uint8 BGR crops (N, 224, 224, 3) as OpenCV gives them and
+    returns scores (N, S). A manifest.json beside it (and inside it) tells the
+    runtime everything; the validation report is printed and stored there.
+
+    \b
+    Examples:
+      gamma-edge export --checkpoint gamma.safetensors --scene natural
+      gamma-edge export --checkpoint gamma.safetensors --scene all --int8 --calib photos/
+      gamma-edge export --checkpoint gamma.safetensors --scene aesthetics --format openvino --int8
+    """
+    from export.pipeline import export_model
+
+    if out_dir is None:
+        out_dir = f"gamma-{scene.replace(',', '+')}-{precision}-{fmt}"
+    with user_errors():
+        result = export_model(checkpoint, out_dir, scene=scene, precision=precision, fmt=fmt, calib_dir=calib_dir,
+                              overwrite=overwrite, force=force, progress=not quiet, preset=preset,
+                              int8_method=int8_method, calib_count=calib_count)
+    if quiet:
+        click.echo(result.report)

@@ -1,0 +1,298 @@
+"""export_model: checkpoint -> graph -> (optimize | FP16 | INT8) -> validate -> manifest, atomically.
+
+The output folder is built as a hidden sibling (`.NAME.partial-PID`) and renamed
+into place only when the graph, its validation and the manifest (written last)
+are all done; any failure removes the partial folder, so a folder holding a
+manifest.json is always complete (docs/manifest.md).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from gamma_edge.errors import GammaUserError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+FORMATS = ("onnx", "openvino")
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "gamma_edge" / "assets" / "demo" / "demo.safetensors"
+# An FP32 graph is a rewrite of the PyTorch model: anything beyond this is a bug of ours, not rounding.
+FP32_MAX_ABS_DIFF = 1e-3
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    manifest: dict
+    report: str = ""
+    files: list = field(default_factory=list)
+
+
+class _Progress:
+    """Step lines on stderr and a tqdm bar for the slow loops; silent when disabled."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.start = time.perf_counter()
+
+    def step(self, text: str) -> None:
+        if self.enabled:
+            print(f"[{time.perf_counter() - self.start:6.1f}s] {text}", file=sys.stderr, flush=True)
+
+    def bar(self, total: int, desc: str):
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, unit="crop", disable=not self.enabled, file=sys.stderr, leave=False)
+
+
+def resolve_scenes(model, scene: str | Sequence[str]) -> list[str]:
+    """'all' -> every scene of the model; a name or a list of names -> checked against the model."""
+    if isinstance(scene, str):
+        names = list(model.scenes) if scene == "all" else [s.strip() for s in scene.split(",") if s.strip()]
+    else:
+        names = list(scene)
+    if not names:
+        raise GammaUserError("no scene given; pass a scene name, several separated by commas, or 'all'")
+    for name in names:
+        model.prompts(name)                   # GammaUserError naming the known scenes
+    if len(set(names)) != len(names):
+        raise GammaUserError(f"scene list {', '.join(names)} names a scene twice")
+    return names
+
+
+def load_model(checkpoint_or_model):
+    """(Gamma in eval mode, checkpoint description for the manifest)."""
+    from gamma_edge.model import Gamma
+
+    if isinstance(checkpoint_or_model, Gamma):
+        model = checkpoint_or_model
+        info = {"sha256": None, "name": None}
+    else:
+        from gamma_edge.checkpoint import file_sha256, load_checkpoint
+
+        path = Path(checkpoint_or_model) if checkpoint_or_model is not None else DEFAULT_CHECKPOINT
+        if checkpoint_or_model is None and not path.is_file():
+            raise GammaUserError("no checkpoint given and the demo model is not installed; "
+                                 "pass --checkpoint PATH (a gamma-edge .safetensors checkpoint)")
+        model = load_checkpoint(path)
+        info = {"sha256": file_sha256(path), "name": path.name}
+    info.update({"backbone": model.config.backbone_name, "prompts": model.config.prompts,
+                 "config": model.config.to_dict()})
+    return model.float().eval(), info
+
+
+def export_model(checkpoint_or_model=None, out_dir: str | Path = "gamma-export", scene: str | Sequence[str] = "natural",
+                 precision: str = "fp32", fmt: str = "onnx", calib_dir: str | Path | None = None,
+                 overwrite: bool = False, force: bool = False, progress: bool = True, preset: str = "avx2",
+                 int8_method: str = "static", calib_count: int = 300, optimize: bool = True) -> ExportResult:
+    """Export a Gamma (checkpoint path or model) to a validated graph folder with a manifest.
+
+    scene: a name, a comma-separated list, a list of names, or "all" (one graph, one column per scene).
+    precision: "fp32" | "fp16" (for GPUs) | "int8" (static QDQ for ONNX Runtime, NNCF for OpenVINO).
+    An INT8 export whose SRCC against PyTorch FP32 on the held-out crops falls below
+    validate.INT8_MIN_SRCC raises GammaUserError unless force=True.
+    """
+    from export import calibration
+    from export.quantize import PRESETS
+
+    if precision not in PRECISIONS:
+        raise GammaUserError(f"precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
+    if fmt not in FORMATS:
+        raise GammaUserError(f"format must be one of {', '.join(FORMATS)}, not '{fmt}'")
+    if preset not in PRESETS:
+        raise GammaUserError(f"unknown INT8 preset '{preset}'; known: {', '.join(PRESETS)}")
+    if int8_method not in ("static", "dynamic"):
+        raise GammaUserError(f"INT8 method must be 'static' or 'dynamic', not '{int8_method}'")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise GammaUserError(f"output {out_dir} already exists; choose another --out or pass --overwrite")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GammaUserError(f"output {out_dir} exists and is not a folder; choose another --out")
+    show = _Progress(progress)
+
+    calib = None
+    if precision == "int8":                   # read the user's images before any slow step
+        show.step("reading calibration images" + (f" from {calib_dir}" if calib_dir else " (skimage.data photos)"))
+        calib = (calibration.calibration_set_from_folder(calib_dir, calib_count) if calib_dir is not None
+                 else calibration.default_calibration_set(calib_count))
+    elif calib_dir is not None:
+        raise GammaUserError("--calib is only used with --int8")
+
+    show.step("loading the model")
+    model, checkpoint_info = load_model(checkpoint_or_model)
+    scenes = resolve_scenes(model, scene)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        with tempfile.TemporaryDirectory(prefix="gamma-export-") as scratch:
+            manifest, report = _export_into(model, checkpoint_info, scenes, precision, fmt, calib, partial,
+                                            Path(scratch), force, preset, int8_method, optimize, show, out_dir)
+        _move_into_place(partial, out_dir, overwrite)
+    except OSError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise GammaUserError(f"could not write the export to {out_dir} ({exc.strerror or exc}); "
+                             "nothing was left behind") from None
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if progress:
+        print(report, flush=True)
+    return ExportResult(out_dir=out_dir, manifest=manifest, report=report,
+                        files=sorted(p.name for p in out_dir.iterdir()))
+
+
+def _export_into(model, checkpoint_info, scenes, precision, fmt, calib, folder: Path, scratch: Path, force,
+                 preset, int8_method, optimize, show: _Progress, out_dir: Path):
+    from export import calibration, manifest as mf, onnx_export, validate
+    from export.graph import build_graph
+    from gamma_edge.checkpoint import file_sha256
+
+    show.step(f"building the graph for scene(s) {', '.join(scenes)} (text features -> constants, fused MoAE)")
+    graph = build_graph(model, scenes)
+    plain = scratch / "plain.onnx"
+    show.step("exporting ONNX")
+    onnx_export.export_onnx(graph, plain)
+    del graph
+
+    crops, labels = calibration.validation_set()
+    show.step(f"PyTorch FP32 reference scores on {len(crops)} held-out crops")
+    reference = validate.reference_scores(model, crops, scenes)
+    visual = model.clip.visual
+    graph_info = {"moae": "fused (one wide first product, one wide second product)",
+                  "input_folding": "uint8 BGR -> float, channel flip, /255, CLIP mean/std folded into the patch conv",
+                  "text": "constant (D, S*5), pre-normalised, exp(logit_scale) folded in"}
+    tools = mf.tool_versions("torch", "open_clip", "onnx", "onnxruntime")
+    quantization = None
+
+    if fmt == "onnx":
+        target = folder / "model.onnx"
+        if precision == "fp32":
+            chosen = plain
+            if optimize:
+                show.step("ONNX Runtime transformer fusions")
+                fused = scratch / "fused.onnx"
+                try:
+                    onnx_export.optimize_for_onnxruntime(plain, fused, visual.transformer.resblocks[0].attn.num_heads,
+                                                         visual.transformer.width)
+                    run, _ = validate.onnxruntime_runner(fused)
+                    diff = onnx_export.max_abs_diff(validate.run_in_batches(run, crops), reference)
+                    if diff <= 1e-5:
+                        chosen = fused
+                        graph_info["onnxruntime_fusions"] = "SkipLayerNormalization, QuickGelu (com.microsoft ops)"
+                    else:
+                        show.step(f"fused graph drifts by {diff:.2g}; keeping the plain graph")
+                except Exception as exc:   # the optimizer is best-effort; the plain graph is exact
+                    show.step(f"ONNX Runtime fusions unavailable ({type(exc).__name__}); keeping the plain graph")
+            shutil.copyfile(chosen, target)
+        elif precision == "fp16":
+            show.step("converting to FP16")
+            onnx_export.to_fp16(plain, target)
+        else:
+            from export import quantize
+
+            if int8_method == "static":
+                with show.bar(len(calib), "calibrating") as bar:
+                    show.step(f"static INT8 (preset {preset}): calibrating on {len(calib)} crops")
+                    quantization = quantize.quantize_static_int8(plain, target, calib, preset, progress=bar.update)
+            else:
+                show.step(f"dynamic INT8 (preset {preset})")
+                quantization = quantize.quantize_dynamic_int8(plain, target, preset)
+        graph_info["operators"] = onnx_export.fusion_counts(target)
+        model_file, weights_file = target.name, None
+        files_for_size = [target]
+        show.step("validating the exported graph on ONNX Runtime")
+        run, providers = validate.onnxruntime_runner(target)
+    else:
+        from export import openvino_export
+
+        tools.update(mf.tool_versions("openvino"))
+        show.step("converting to OpenVINO IR")
+        ov_model = openvino_export.convert_to_openvino(plain)
+        if precision == "int8":
+            tools.update(mf.tool_versions("nncf"))
+            with show.bar(len(calib), "calibrating (NNCF)") as bar:
+                show.step(f"NNCF INT8 (TRANSFORMER preset): calibrating on {len(calib)} crops")
+                ov_model, quantization = openvino_export.quantize_openvino_int8(ov_model, calib, progress=bar.update)
+        target = folder / "model.xml"
+        _save_ov(ov_model, target, None, precision)
+        model_file, weights_file = target.name, "model.bin"
+        files_for_size = [target, folder / "model.bin"]
+        show.step("validating the exported graph on OpenVINO")
+        run, providers = validate.openvino_runner(target)
+
+    try:
+        parity = validate.parity_report(run, model, scenes, crops, labels, sum(p.stat().st_size for p in files_for_size),
+                                        reference=reference, providers=providers)
+    except Exception as exc:
+        if precision != "fp16":
+            raise
+        # FP16 targets GPUs; a CPU provider may lack FP16 kernels for some operators.
+        parity = {"reference": "pytorch-fp32", "images": len(crops), "not_measured": f"{type(exc).__name__}: "
+                  f"{str(exc).splitlines()[0][:200]}", "file_bytes": sum(p.stat().st_size for p in files_for_size)}
+    del run
+    if precision == "fp32" and parity["max_abs_diff"] > FP32_MAX_ABS_DIFF:
+        raise RuntimeError(f"exported FP32 graph differs from PyTorch by {parity['max_abs_diff']:.3g}: a bug in export")
+    if precision == "int8":
+        parity["gate"] = {"srcc_min": validate.INT8_MIN_SRCC, "passed": bool(parity["srcc"] >= validate.INT8_MIN_SRCC)}
+        if not parity["gate"]["passed"] and not force:
+            raise GammaUserError(
+                f"INT8 graph misses its fidelity gate: SRCC {parity['srcc']:.4f} against PyTorch FP32 on "
+                f"{len(crops)} held-out crops, below {validate.INT8_MIN_SRCC}; calibrate on more representative "
+                f"images with --calib DIR, export FP32 instead, or pass --force to write it anyway")
+
+    manifest = mf.build_manifest(
+        kind=fmt, file=model_file, precision=precision, weights_file=weights_file,
+        scenes=[{"name": s, "prompts": model.prompts(s)} for s in scenes], levels=[float(f"{v:.7g}") for v in model.head.levels.tolist()],
+        crop_size=model.config.image_size, checkpoint=checkpoint_info, tools=tools, parity=parity,
+        quantization=quantization, graph=graph_info)
+    show.step("embedding the manifest and writing manifest.json")
+    if fmt == "onnx":
+        mf.embed_in_onnx(target, manifest)
+        manifest["model"]["sha256"] = file_sha256(target)
+    else:
+        import openvino as ov
+
+        _save_ov(ov.Core().read_model(str(target)), target, mf.embedded_copy(manifest), precision, rewrite=True)
+        manifest["model"]["sha256"] = file_sha256(target)
+        manifest["model"]["weights_sha256"] = file_sha256(folder / "model.bin")
+    mf.write_manifest(folder, manifest)
+    return manifest, validate.format_report(manifest, out_dir)
+
+
+def _save_ov(ov_model, target: Path, manifest_json, precision, rewrite: bool = False) -> None:
+    """Save the IR; on a rewrite (to embed the manifest) go through a temporary pair of files."""
+    import openvino as ov
+
+    if manifest_json is not None:
+        from export.manifest import OPENVINO_RT_INFO_KEY
+        ov_model.set_rt_info(manifest_json, OPENVINO_RT_INFO_KEY)
+    if not rewrite:
+        ov.save_model(ov_model, str(target), compress_to_fp16=(precision == "fp16"))
+        return
+    tmp = target.with_name("rewrite.xml")
+    ov.save_model(ov_model, str(tmp), compress_to_fp16=(precision == "fp16"))
+    del ov_model
+    os.replace(tmp.with_suffix(".bin"), target.with_suffix(".bin"))
+    os.replace(tmp, target)
+
+
+def _move_into_place(partial: Path, out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists():
+        if not overwrite:
+            raise GammaUserError(f"output {out_dir} already exists; choose another --out or pass --overwrite")
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        os.replace(out_dir, old)
+        os.replace(partial, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(partial, out_dir)
