@@ -7,9 +7,9 @@ its own inference precision.
 
 INT8 uses NNCF post-training quantization with `model_type=TRANSFORMER` (keeps
 LayerNorm, GELU, Softmax and residual Adds in float; DESIGN.md sec. 5 found it
-far more faithful than the default), the MIXED preset, full bias correction,
-and SmoothQuant (migrates activation outliers of CLIP's MLP inputs into the
-weights). The MoAE gate and the head stay float like in the ONNX Runtime path.
+far more faithful than the default), the MIXED preset and NNCF's SmoothQuant
+(migrates activation outliers of CLIP's MLP inputs into the weights); the
+measurements behind these choices are in docs/export.md. The MoAE gate and the head stay float like in the ONNX Runtime path.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ def convert_to_openvino(onnx_path: Path):
     return ov.convert_model(str(onnx_path))
 
 
-def quantize_openvino_int8(model, calibration: np.ndarray, batch: int = 8, smooth_quant_alpha: float | None = 0.15,
-                           progress: Callable[[int], None] | None = None):
+def quantize_openvino_int8(model, calibration: np.ndarray, batch: int = 8, smooth_quant: bool = True,
+                           fast_bias_correction: bool = True, progress: Callable[[int], None] | None = None):
     """NNCF INT8 of an ov.Model, calibrated on uint8 BGR crops; returns (model, settings)."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
@@ -39,28 +39,25 @@ def quantize_openvino_int8(model, calibration: np.ndarray, batch: int = 8, smoot
             progress(len(crops))
         return crops
 
-    ignored = _ignored_operations(model)
-    advanced = AdvancedQuantizationParameters()
-    if smooth_quant_alpha is not None:
-        advanced = AdvancedQuantizationParameters(
-            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=smooth_quant_alpha))
-    else:
-        advanced = AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1))
+    advanced = None if smooth_quant else AdvancedQuantizationParameters(
+        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1))
     quantized = nncf.quantize(
         model, nncf.Dataset(batches, transform), model_type=nncf.ModelType.TRANSFORMER,
-        preset=nncf.QuantizationPreset.MIXED, subset_size=len(batches), fast_bias_correction=False,
-        ignored_scope=nncf.IgnoredScope(names=ignored, validate=False), advanced_parameters=advanced)
+        preset=nncf.QuantizationPreset.MIXED, subset_size=len(batches), fast_bias_correction=fast_bias_correction,
+        ignored_scope=nncf.IgnoredScope(names=_ignored_operations(model), validate=False),
+        advanced_parameters=advanced)
     settings = {"method": "nncf-ptq", "model_type": "TRANSFORMER", "preset": "MIXED",
-                "fast_bias_correction": False, "smooth_quant_alpha": smooth_quant_alpha,
-                "calibration_crops": int(len(calibration)), "float_ops": "per NNCF TRANSFORMER; MoAE gate and head"}
+                "fast_bias_correction": fast_bias_correction, "smooth_quant": smooth_quant,
+                "calibration_crops": int(len(calibration)),
+                "float_ops": "per NNCF TRANSFORMER (LayerNorm, GELU, Softmax, residual Add); MoAE gate and head"}
     return quantized, settings
 
 
 def _ignored_operations(model) -> list[str]:
-    """MatMuls of the MoAE gate and the head: kept in float."""
+    """MatMuls of the MoAE gate, its expert-bias mix (g @ B) and the head: kept in float."""
     names = []
     for op in model.get_ops():
         name = op.get_friendly_name()
-        if op.get_type_name() == "MatMul" and ("/gate/" in name or "/head/" in name):
+        if op.get_type_name() == "MatMul" and ("/gate/" in name or "/head/" in name or name.endswith("/mlp/MatMul")):
             names.append(name)
     return names

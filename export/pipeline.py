@@ -201,8 +201,8 @@ def _export_into(model, checkpoint_info, scenes, precision, fmt, calib, folder: 
             from export import quantize
 
             if int8_method == "static":
+                show.step(f"static INT8 (preset {preset}): calibrating on {len(calib)} crops")
                 with show.bar(len(calib), "calibrating") as bar:
-                    show.step(f"static INT8 (preset {preset}): calibrating on {len(calib)} crops")
                     quantization = quantize.quantize_static_int8(plain, target, calib, preset, progress=bar.update)
             else:
                 show.step(f"dynamic INT8 (preset {preset})")
@@ -220,8 +220,8 @@ def _export_into(model, checkpoint_info, scenes, precision, fmt, calib, folder: 
         ov_model = openvino_export.convert_to_openvino(plain)
         if precision == "int8":
             tools.update(mf.tool_versions("nncf"))
+            show.step(f"NNCF INT8 (TRANSFORMER preset): calibrating on {len(calib)} crops")
             with show.bar(len(calib), "calibrating (NNCF)") as bar:
-                show.step(f"NNCF INT8 (TRANSFORMER preset): calibrating on {len(calib)} crops")
                 ov_model, quantization = openvino_export.quantize_openvino_int8(ov_model, calib, progress=bar.update)
         target = folder / "model.xml"
         _save_ov(ov_model, target, None, precision)

@@ -16,6 +16,7 @@ calibration cache.
 """
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,16 +53,23 @@ DEFAULT_PRESET = "avx2"
 
 def quantizable_nodes(model) -> tuple[list[str], list[str]]:
     """(nodes to quantize, nodes kept float): weight products (MatMul/Gemm/Conv with a constant
-    weight) are quantized, except the MoAE gate and the head; everything else stays float."""
-    initializers = {i.name for i in model.graph.initializer}
-    constants = {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    weights = initializers | constants
+    weight) are quantized, except the MoAE gate, its expert-bias mix and the head; the
+    activation-by-activation products of attention have no constant weight and stay float."""
+    from onnx import numpy_helper
+
+    weights = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            weights[n.output[0]] = tuple(numpy_helper.to_array(n.attribute[0].t).shape)
     quantize, keep = [], []
     for node in model.graph.node:
         if node.op_type not in ("MatMul", "Gemm", "Conv"):
             continue
-        has_weight = len(node.input) > 1 and node.input[1] in weights
-        in_float = ("/gate/" in node.name or "/head/" in node.name or not has_weight)
+        shape = weights.get(node.input[1]) if len(node.input) > 1 else None
+        # Products with a tiny inner dimension (the MoAE's gate-weighted expert biases, K = N) gain
+        # nothing from INT8 and would quantize the softmax gate weights themselves.
+        tiny = shape is not None and node.op_type == "MatMul" and shape[0] < 16
+        in_float = "/gate/" in node.name or "/head/" in node.name or shape is None or tiny
         (keep if in_float else quantize).append(node.name)
     return quantize, keep
 
@@ -116,15 +124,21 @@ def quantize_static_int8(src: Path, dst: Path, calibration: np.ndarray, preset: 
     with tempfile.TemporaryDirectory(prefix="gamma-quant-") as tmp:
         cache = Path(tmp) / "ranges.json"
         save_tensors_data(TensorsData(CalibrationMethod.MinMax, ranges), cache)
-        quantize_static(
-            str(src), str(dst), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["MatMul", "Gemm", "Conv"], nodes_to_quantize=quantize,
-            per_channel=settings.per_channel, reduce_range=settings.reduce_range,
-            activation_type=getattr(QuantType, settings.activation_type),
-            weight_type=getattr(QuantType, settings.weight_type),
-            calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache),
-            extra_options={"ActivationSymmetric": settings.symmetric_activations, "WeightSymmetric": True},
-        )
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(max(level, logging.ERROR))            # silence "consider pre-processing" warnings
+        try:
+            quantize_static(
+                str(src), str(dst), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=["MatMul", "Gemm", "Conv"], nodes_to_quantize=quantize,
+                per_channel=settings.per_channel, reduce_range=settings.reduce_range,
+                activation_type=getattr(QuantType, settings.activation_type),
+                weight_type=getattr(QuantType, settings.weight_type),
+                calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache),
+                extra_options={"ActivationSymmetric": settings.symmetric_activations, "WeightSymmetric": True},
+            )
+        finally:
+            root.setLevel(level)
     return {"method": "static-qdq", "preset": preset, **{k: v for k, v in asdict(settings).items() if k != "name"},
             "calibration_crops": int(len(calibration)), "calibration_method": "minmax",
             "quantized_nodes": len(quantize), "float_nodes": len(keep),

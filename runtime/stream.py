@@ -302,18 +302,28 @@ class LiveFrames:
             frame, self._newest = self._newest, None
             return frame
 
+    def _drain_events(self) -> list[dict]:
+        events = []
+        while not self.events.empty():
+            events.append(self.events.get_nowait())
+        return events
+
     def __iter__(self) -> Iterator:
+        """Frames and events in the order they happened: an event carries the count of frames
+        read when it occurred, so it comes before any frame read after it."""
+        pending: list[dict] = []
         while not self.stop.is_set():
-            while not self.events.empty():
-                yield self.events.get_nowait()
             if self.error is not None:
                 raise self.error
             frame = self.take(timeout=0.1)
+            pending += self._drain_events()
+            limit = frame.index if frame is not None else math.inf
+            while pending and pending[0]["frame"] < limit:
+                yield pending.pop(0)
             if frame is not None:
                 yield frame
         self.thread.join(timeout=2 * READ_TIMEOUT_MS / 1000)
-        while not self.events.empty():
-            yield self.events.get_nowait()
+        yield from pending + self._drain_events()
 
 
 def _unreachable(source: Source) -> str:

@@ -120,7 +120,7 @@ def test_stream_that_drops_and_comes_back(scorer):
                                FakeCapture(second, delay=0.003)], when_exhausted=stop.set)
     lines = io.StringIO()
     runner = StreamRunner(scorer, Source("rtsp://cam", "network", "rtsp://cam"),
-                          RunOptions(jsonl=lines, backoff=(0.01, 0.05)), open_source=factory, stop=stop,
+                          RunOptions(jsonl=lines, backoff=(0.01, 0.05), smooth=4), open_source=factory, stop=stop,
                           log=lambda line: None)
     summary = runner.run()
     records = [json.loads(line) for line in lines.getvalue().splitlines()]
@@ -134,6 +134,8 @@ def test_stream_that_drops_and_comes_back(scorer):
     assert not set(scored) & (set(range(1, 6)) | set(range(21, 26)) | {31, 32, 33})
     assert any(f <= 20 for f in scored) and any(f > 25 for f in scored)
     assert scored == sorted(scored)
+    after = next(r for r in records if "score" in r and r["frame"] > 25)
+    assert after["smoothed"] == after["score"]          # smoothing restarts after the gap
     assert summary.reconnects == 1 and summary.settling == 10 and summary.frames_read == 40
     assert summary.scored + summary.dropped + summary.blank + summary.settling + summary.skipped == 40
     assert summary.blank >= 1

@@ -42,10 +42,10 @@ def plcc_fit(predicted, target) -> float:
         return plcc(predicted, target)
     start = [target.max(), target.min(), float(np.mean(predicted)), float(np.std(predicted)) / 4 or 1e-3]
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             beta, _ = curve_fit(logistic4, predicted, target, p0=start, maxfev=20000)
-        mapped = logistic4(predicted, *beta)
+            mapped = logistic4(predicted, *beta)
     except (RuntimeError, ValueError, FloatingPointError):
         return plcc(predicted, target)
     if not np.all(np.isfinite(mapped)):

@@ -330,6 +330,10 @@ def train(s: dict, out: Path, resume: bool = False, device: str | None = None, p
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         position = {k: state[k] for k in position}
+        if position["epoch"] >= s["epochs"]:
+            say(f"{out} is complete ({s['epochs']} epochs); nothing to resume")
+            dist.close()
+            return {}
         say(f"resuming {out} at epoch {position['epoch'] + 1}, step {position['step_in_epoch']} of "
             f"{steps_per_epoch} (global step {position['global_step']})")
 
@@ -402,7 +406,7 @@ def train(s: dict, out: Path, resume: bool = False, device: str | None = None, p
             scheduler.step()
             position["global_step"] += 1
             position["step_in_epoch"] = step + 1
-            position["loss_sum"] += float(loss)
+            position["loss_sum"] += float(loss.detach())
             position["loss_count"] += 1
             seen += images_in.shape[0] * dist.world
             rate = seen / (time.perf_counter() - started)

@@ -1,0 +1,194 @@
+"""Speed and fidelity of the exported full Gamma graph (ViT-B/16 + MoAE) on this CPU.
+
+    python benchmarks/bench_export.py [--checkpoint gamma.safetensors] [--threads 2] [--rounds 3]
+
+Exports the graph through export_model (the product path: fused MoAE, folded
+input, constant text) as ORT FP32, ORT INT8 (static QDQ, avx2 preset), ORT INT8
+dynamic, OpenVINO FP32 and OpenVINO INT8 (NNCF), plus an ORT FP32 graph with the
+MoAE left unfused to show what the fusion buys, and times them against PyTorch
+eager FP32 at batch 1 and batch 10 crops. The configurations are interleaved
+(A B C ... A B C ...) in one process with a 4096^2 float32 GEMM probe in every
+round, because this machine's speed drifts by up to 2x (DESIGN.md sec. 5);
+medians are reported and each speed is also given as a fraction of the GEMM peak.
+
+Without --checkpoint the model is random-initialised with MoAE switched on
+(nonzero scales, perturbed experts and gates): speed is representative, fidelity
+figures are not (random weights give scores that barely vary).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def graph_flops(config) -> float:
+    """Multiply-adds x 2 per 224 crop of the deployed vision graph (text tower is constant)."""
+    v = config.backbone["vision_cfg"]
+    w, layers, patch, size = v["width"], v["layers"], v["patch_size"], v["image_size"]
+    tokens = (size // patch) ** 2 + 1
+    mlp = 2 * tokens * w * 4 * w * 2
+    attn = tokens * w * 3 * w * 2 + 2 * tokens * tokens * w * 2 + tokens * w * w * 2
+    moae_extra = config.num_experts * mlp + tokens * w * config.num_experts * 2
+    flops = (tokens - 1) * 3 * patch * patch * w * 2 + layers * (attn + mlp) + config.moae_blocks * moae_extra
+    return float(flops + w * config.embed_dim * 2)
+
+
+def gemm_gflops(threads: int) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
+    a @ b
+    start = time.perf_counter()
+    a @ b
+    return 2 * 4096 ** 3 / (time.perf_counter() - start) / 1e9
+
+
+def build_model(checkpoint: str | None):
+    import torch
+
+    from gamma_edge.checkpoint import load_checkpoint
+    from gamma_edge.model import Gamma, GammaConfig
+
+    if checkpoint:
+        return load_checkpoint(checkpoint)
+    torch.manual_seed(0)
+    model = Gamma(GammaConfig.from_name("gamma-vit-b-16")).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".scale"):
+                p.fill_(0.5)
+            elif ".adaptive_experts." in name or ".gate." in name:
+                p.add_(0.01 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calib-count", type=int, default=64)
+    parser.add_argument("--work", help="folder for the exported models (default: a temporary folder)")
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--skip", default="", help="comma-separated configurations to leave out")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from export import export_model
+    from export.calibration import validation_set
+    from export.graph import build_graph
+    from export.onnx_export import export_onnx, optimize_for_onnxruntime
+    from export.validate import crops_to_images, onnxruntime_runner, openvino_runner, reference_scores, spearman
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="gamma-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    model = build_model(args.checkpoint)
+    skip = set(filter(None, args.skip.split(",")))
+    val, _ = validation_set()
+    t0 = time.perf_counter()
+    reference = reference_scores(model, val, ["natural"])
+    print(f"reference scores: {time.perf_counter() - t0:.0f}s, spread (std) {reference.std():.4g}", flush=True)
+
+    exports = {"ORT FP32": dict(precision="fp32", fmt="onnx"),
+               "ORT INT8 static": dict(precision="int8", fmt="onnx", int8_method="static"),
+               "ORT INT8 dynamic": dict(precision="int8", fmt="onnx", int8_method="dynamic"),
+               "OpenVINO FP32": dict(precision="fp32", fmt="openvino"),
+               "OpenVINO INT8": dict(precision="int8", fmt="openvino")}
+    runners, meta = {}, {}
+    text = None
+    with torch.no_grad():
+        text = torch.stack([model.text_features("natural")])
+
+    def eager(crops):
+        with torch.no_grad():
+            return model.head(model.image_features(crops_to_images(crops)), text, model.clip.logit_scale).numpy()
+
+    runners["PyTorch eager FP32"] = eager
+    meta["PyTorch eager FP32"] = {"bytes": sum(p.numel() * 4 for n, p in model.named_parameters()
+                                               if not n.startswith("clip.transformer") and "token_embedding" not in n)}
+    for name, kw in exports.items():
+        if name in skip:
+            continue
+        t0 = time.perf_counter()
+        out = work / name.replace(" ", "-").lower()
+        result = export_model(model, out, scene="natural", overwrite=True, force=True, progress=False,
+                              calib_count=args.calib_count, **kw)
+        p = result.manifest["parity"]
+        file = out / result.manifest["model"]["file"]
+        run = (onnxruntime_runner(file, args.threads) if kw["fmt"] == "onnx" else openvino_runner(file, args.threads))[0]
+        runners[name] = run
+        meta[name] = {"bytes": p["file_bytes"], "max_abs_diff": p["max_abs_diff"], "srcc": p["srcc"],
+                      "export_s": round(time.perf_counter() - t0, 1)}
+        print(f"exported {name} in {meta[name]['export_s']}s: max|diff| {p['max_abs_diff']:.3g} "
+              f"SRCC {p['srcc']}", flush=True)
+    if "ORT FP32 unfused MoAE" not in skip:
+        plain = work / "unfused-plain.onnx"
+        export_onnx(build_graph(model, ["natural"], fuse_moae=False), plain)
+        fused = optimize_for_onnxruntime(plain, work / "unfused.onnx", 12, model.clip.visual.transformer.width)
+        runners["ORT FP32 unfused MoAE"] = onnxruntime_runner(fused, args.threads)[0]
+        got = np.concatenate([runners["ORT FP32 unfused MoAE"](val[i:i + 8]) for i in range(0, len(val), 8)])
+        meta["ORT FP32 unfused MoAE"] = {"bytes": fused.stat().st_size,
+                                         "max_abs_diff": float(np.abs(got - reference).max()),
+                                         "srcc": spearman(reference[:, 0], got[:, 0])}
+
+    crops = val[:10]
+    times = {name: {1: [], 10: []} for name in runners}
+    gemm = []
+    for r in range(args.rounds):
+        gemm.append(gemm_gflops(args.threads))
+        for batch in (1, 10):
+            for name, run in runners.items():
+                run(crops[:batch])                             # warm-up for this shape
+                start = time.perf_counter()
+                run(crops[:batch])
+                times[name][batch].append(time.perf_counter() - start)
+        print(f"round {r + 1}/{args.rounds} done, GEMM {gemm[-1]:.0f} GFLOP/s", flush=True)
+
+    flops = graph_flops(model.config)
+    peak = float(np.median(gemm))
+    base = {b: np.median(times["PyTorch eager FP32"][b]) / b for b in (1, 10)}
+    rows = []
+    for name in runners:
+        row = {"config": name, "size_mb": meta[name]["bytes"] / 1e6,
+               "max_abs_diff": meta[name].get("max_abs_diff"), "srcc": meta[name].get("srcc")}
+        for b in (1, 10):
+            per_crop = float(np.median(times[name][b])) / b
+            row[f"ms_per_crop_b{b}"] = per_crop * 1000
+            row[f"img_s_b{b}"] = 1 / per_crop
+            row[f"speedup_b{b}"] = base[b] / per_crop
+            row[f"peak_frac_b{b}"] = flops / per_crop / 1e9 / peak
+        rows.append(row)
+
+    print(f"\nGamma ViT-B/16 MoAE graph, {flops / 1e9:.1f} GFLOP per 224 crop, {args.threads} threads, "
+          f"GEMM probe median {peak:.0f} GFLOP/s (range {min(gemm):.0f}-{max(gemm):.0f}), "
+          f"{args.rounds} interleaved rounds, medians\n")
+    print("| configuration | ms/crop b1 | img/s b1 | ms/crop b10 | img/s b10 | x eager b10 | "
+          "of GEMM peak b10 | size MB | max abs diff | SRCC vs PyTorch |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        diff = "-" if row["max_abs_diff"] is None else f"{row['max_abs_diff']:.2g}"
+        srcc = "-" if row["srcc"] is None else f"{row['srcc']:.3f}"
+        print(f"| {row['config']} | {row['ms_per_crop_b1']:.0f} | {row['img_s_b1']:.2f} | "
+              f"{row['ms_per_crop_b10']:.0f} | {row['img_s_b10']:.2f} | {row['speedup_b10']:.2f} | "
+              f"{row['peak_frac_b10']:.0%} | {row['size_mb']:.0f} | {diff} | {srcc} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"flops_per_crop": flops, "gemm_gflops": gemm, "rows": rows,
+                                               "threads": args.threads, "rounds": args.rounds}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
