@@ -110,7 +110,10 @@ def main():
         passes = len(set(SCENES)) if name.startswith("A") else batch
         print(f"{name:<38} {passes:>11} {medians[name]:>14.3f} {batch / medians[name]:>9.2f}")
     a, b = medians.values()
-    print(f"speed-up of A over B: {b / a:.2f}x (median of {args.rounds} interleaved rounds)")
+    names = list(implementations)
+    paired = [tb / ta for ta, tb in zip(times[names[0]], times[names[1]])]
+    print(f"speed-up of A over B: {b / a:.2f}x (ratio of medians of {args.rounds} interleaved rounds); "
+          f"per round: {', '.join(f'{r:.2f}x' for r in paired)}")
 
 
 if __name__ == "__main__":

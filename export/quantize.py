@@ -16,6 +16,7 @@ calibration cache.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from dataclasses import asdict, dataclass
@@ -49,6 +50,18 @@ PRESETS = {
                            description="TensorRT execution provider: symmetric s8/s8"),
 }
 DEFAULT_PRESET = "avx2"
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """onnxruntime.quantization logs "consider pre-processing" warnings on the root logger."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def quantizable_nodes(model) -> tuple[list[str], list[str]]:
@@ -124,10 +137,7 @@ def quantize_static_int8(src: Path, dst: Path, calibration: np.ndarray, preset: 
     with tempfile.TemporaryDirectory(prefix="gamma-quant-") as tmp:
         cache = Path(tmp) / "ranges.json"
         save_tensors_data(TensorsData(CalibrationMethod.MinMax, ranges), cache)
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(max(level, logging.ERROR))            # silence "consider pre-processing" warnings
-        try:
+        with _quiet_root_logger():
             quantize_static(
                 str(src), str(dst), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=["MatMul", "Gemm", "Conv"], nodes_to_quantize=quantize,
@@ -137,8 +147,6 @@ def quantize_static_int8(src: Path, dst: Path, calibration: np.ndarray, preset: 
                 calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache),
                 extra_options={"ActivationSymmetric": settings.symmetric_activations, "WeightSymmetric": True},
             )
-        finally:
-            root.setLevel(level)
     return {"method": "static-qdq", "preset": preset, **{k: v for k, v in asdict(settings).items() if k != "name"},
             "calibration_crops": int(len(calibration)), "calibration_method": "minmax",
             "quantized_nodes": len(quantize), "float_nodes": len(keep),
@@ -153,9 +161,10 @@ def quantize_dynamic_int8(src: Path, dst: Path, preset: str = DEFAULT_PRESET) ->
     settings = PRESETS[preset]
     quantize, keep = quantizable_nodes(onnx.load(str(src), load_external_data=False))
     quantize = [n for n in quantize if "Conv" not in n]
-    quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], nodes_to_quantize=quantize,
-                     per_channel=settings.per_channel, reduce_range=settings.reduce_range,
-                     weight_type=getattr(QuantType, settings.weight_type))
+    with _quiet_root_logger():
+        quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], nodes_to_quantize=quantize,
+                         per_channel=settings.per_channel, reduce_range=settings.reduce_range,
+                         weight_type=getattr(QuantType, settings.weight_type))
     return {"method": "dynamic", "preset": preset, "weight_type": settings.weight_type,
             "reduce_range": settings.reduce_range, "per_channel": settings.per_channel,
             "quantized_nodes": len(quantize)}

@@ -84,6 +84,11 @@ class MixtureOfAssessmentExperts(nn.Module):
         self.gate = nn.Linear(width, num_experts)
         self.scale = nn.Parameter(torch.zeros(()))
 
+    @property
+    def c_fc(self) -> nn.Linear:
+        # open_clip reads blocks[0].mlp.c_fc to learn a tower's weight dtype (when K = all blocks)
+        return self.shared_expert.c_fc
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self.gate(x).softmax(dim=-1)                                           # (..., N)
         experts = torch.stack([expert(x) for expert in self.adaptive_experts], -1)  # (..., width, N)
@@ -156,12 +161,14 @@ class Gamma(nn.Module):
             block.mlp = MixtureOfAssessmentExperts(block.mlp, width, self.config.num_experts)
 
     # ---- what trains (paper Sec. 3.3): adaptive experts, gates, scales, adapter, levels ----
-    def trainable_parameters(self) -> dict[str, nn.Parameter]:
-        return {name: p for name, p in self.named_parameters() if _is_trainable(name)}
-
-    def set_trainable(self) -> None:
+    def set_trainable(self, backbone: bool = False) -> None:
+        """The paper's trainable set; `backbone=True` also trains the vision tower, which only
+        makes sense for a backbone with no pretrained weights (the embedded demo model)."""
         for name, p in self.named_parameters():
-            p.requires_grad_(_is_trainable(name))
+            p.requires_grad_(_is_trainable(name) or (backbone and name.startswith("clip.visual.")))
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        return {name: p for name, p in self.named_parameters() if p.requires_grad}
 
     # ---- scenes and text ----
     def prompts(self, scene: str) -> list[str]:

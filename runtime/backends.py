@@ -100,11 +100,11 @@ def _library_loads(*names: str) -> bool:
     return False
 
 
-def _cuda_driver_present() -> bool:
+def cuda_driver_present() -> bool:
     return _library_loads("nvcuda.dll") if sys.platform == "win32" else _library_loads("libcuda.so.1", "libcuda.so")
 
 
-def _tensorrt_present() -> bool:
+def tensorrt_present() -> bool:
     if sys.platform == "win32":
         return _library_loads("nvinfer_10.dll", "nvinfer.dll")
     return _library_loads("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so")
@@ -168,9 +168,9 @@ class OnnxRuntimeBackend:
                 f"'{manifest.model_file}' has inputs {names}, not '{self.input_name}' as its manifest says; export again")
 
     def _providers(self, device, available, precision, model_precision) -> list:
-        gpu = _cuda_driver_present()
+        gpu = cuda_driver_present()
         use_trt = "TensorrtExecutionProvider" in available and (
-            device == "tensorrt" or (device == "auto" and gpu and _tensorrt_present()))
+            device == "tensorrt" or (device == "auto" and gpu and tensorrt_present()))
         use_cuda = "CUDAExecutionProvider" in available and (
             device in ("cuda", "tensorrt") or (device == "auto" and gpu))
         providers: list = []

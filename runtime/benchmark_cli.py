@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .backends import _cuda_driver_present, _tensorrt_present, load_backend
+from .backends import cuda_driver_present, tensorrt_present, load_backend
 from .crops import Preprocess
 from .errors import RuntimeUserError
 from .images import read_image
@@ -132,10 +132,10 @@ def engines_for(kind: str) -> list[tuple[str, str]]:
             available = ort.get_available_providers()
         except ImportError:
             available = []
-        gpu = _cuda_driver_present()  # onnxruntime-gpu lists CUDA even where no GPU exists
+        gpu = cuda_driver_present()  # onnxruntime-gpu lists CUDA even where no GPU exists
         if gpu and "CUDAExecutionProvider" in available:
             pairs.append(("onnxruntime", "cuda"))
-        if gpu and "TensorrtExecutionProvider" in available and _tensorrt_present():
+        if gpu and "TensorrtExecutionProvider" in available and tensorrt_present():
             pairs.append(("onnxruntime", "tensorrt"))
     pairs.append(("openvino", "cpu"))
     try:

@@ -181,3 +181,13 @@ def test_full_configuration_has_the_paper_size():
     assert config.backbone["vision_cfg"] == {"image_size": 224, "layers": 12, "width": 768, "patch_size": 16}
     assert (config.moae_blocks, config.num_experts, config.embed_dim) == (6, 3, 512)
     assert isinstance(Scene("x", ("a",) * 5), Scene)
+
+
+def test_moae_in_every_block_works():
+    """K equal to the number of blocks (open_clip inspects the first block's MLP)."""
+    config = GammaConfig.from_name("gamma-tiny")
+    config.moae_blocks = 4
+    model = Gamma(config).eval()
+    with torch.no_grad():
+        assert model.scores(torch.rand(2, 3, 224, 224)).shape == (2, 5)
+    assert "clip.transformer.resblocks.0.mlp.c_fc.weight" not in model.state_dict()

@@ -295,3 +295,14 @@ def test_metrics_against_known_values():
     y = 1 / (1 + np.exp(-(x - 4.5)))
     assert plcc_fit(x, y) > plcc(x, y) and plcc_fit(x, y) == pytest.approx(1.0, abs=1e-3)
     assert set(correlations(x, y)) == {"srcc", "plcc", "plcc_fit"}
+
+
+def test_training_crops_equal_the_runtimes():
+    """Training-time evaluation scores an image exactly as the deployed runtime crops it."""
+    from runtime.crops import crop_offsets as runtime_offsets
+
+    for h in (224, 225, 301, 384, 512):
+        for w in (224, 300, 513, 700):
+            for protocol in ("center", "five", "grid", "random10"):
+                for seed in (0, 7):
+                    assert crop_offsets(h, w, protocol, 224, seed) == runtime_offsets(h, w, 224, protocol, seed)

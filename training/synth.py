@@ -7,7 +7,8 @@ level, the same for every kind:
 
     mos = 1 - level / (levels + 1)            (pristine 1.0, strongest 1/(levels+1))
 
-so within a photograph and a kind the quality order is exact. The split holds a
+so within a photograph and a kind the quality order is exact. The distortions are
+gamma_edge.distortions (torch-free), shared with the demo and INT8 calibration. The split holds a
 group of photographs out entirely, so test images show scenes never seen in
 training. Output, in the IQA-PyTorch meta-info layout the registry's
 "synthetic" entry reads:
@@ -32,6 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from gamma_edge.distortions import DISTORTIONS, distort, mos_of
 from gamma_edge.errors import GammaUserError
 
 # Colour photographs shipped inside the scikit-image wheel (no download needed).
@@ -43,71 +45,6 @@ PHOTOS = {
 # Greyscale photographs, usable with --photos (saturation loss does nothing to them).
 GREY_PHOTOS = {"camera": "camera.png", "moon": "moon.png", "coins": "coins.png", "grass": "grass.png",
                "brick": "brick.png", "gravel": "gravel.png"}
-
-# Each kind: (weakest, strongest) parameter; levels interpolate geometrically between them.
-DISTORTIONS = {
-    "gaussian_blur": (0.8, 6.0),      # sigma, pixels
-    "motion_blur": (5, 31),           # kernel length, pixels (horizontal)
-    "gaussian_noise": (6.0, 60.0),    # standard deviation on 0..255
-    "jpeg": (50, 3),                  # JPEG quality (lower is worse)
-    "contrast": (0.7, 0.12),          # kept fraction of contrast around the mean grey
-    "saturation": (0.6, 0.0),         # kept fraction of chroma
-    "darken": (0.65, 0.12),           # brightness multiplier
-    "brighten": (0.25, 0.85),         # fraction of the way to white
-    "pixelate": (2.0, 12.0),          # down-and-up scaling factor
-}
-
-
-def mos_of(level: int, levels: int) -> float:
-    return 1.0 - level / (levels + 1)
-
-
-def parameter(kind: str, level: int, levels: int) -> float:
-    weakest, strongest = DISTORTIONS[kind]
-    if levels == 1:
-        return float(strongest)
-    t = (level - 1) / (levels - 1)
-    if weakest > 0 and strongest > 0:
-        return float(weakest * (strongest / weakest) ** t)
-    return float(weakest + (strongest - weakest) * t)
-
-
-def distort(image: np.ndarray, kind: str, level: int, levels: int, seed: int) -> np.ndarray:
-    """An RGB uint8 image distorted by `kind` at `level` (1 = weakest)."""
-    p = parameter(kind, level, levels)
-    x = image.astype(np.float32)
-    if kind == "gaussian_blur":
-        return cv2.GaussianBlur(image, (0, 0), sigmaX=p, borderType=cv2.BORDER_REFLECT)
-    if kind == "motion_blur":
-        length = int(round(p)) | 1
-        kernel = np.zeros((length, length), np.float32)
-        kernel[length // 2, :] = 1.0 / length
-        return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REFLECT)
-    if kind == "gaussian_noise":
-        noise = np.random.default_rng(seed).normal(0.0, p, image.shape).astype(np.float32)
-        return _to_uint8(x + noise)
-    if kind == "jpeg":
-        ok, data = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(round(p))])
-        assert ok
-        return cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1]
-    if kind == "contrast":
-        return _to_uint8(x.mean() + p * (x - x.mean()))
-    if kind == "saturation":
-        grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
-        return _to_uint8(grey[..., None] + p * (x - grey[..., None]))
-    if kind == "darken":
-        return _to_uint8(x * p)
-    if kind == "brighten":
-        return _to_uint8(x + p * (255.0 - x))
-    if kind == "pixelate":
-        h, w = image.shape[:2]
-        small = cv2.resize(image, (max(1, round(w / p)), max(1, round(h / p))), interpolation=cv2.INTER_AREA)
-        return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
-    raise ValueError(f"unknown distortion {kind}")
-
-
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
 def load_photo(name: str, short_side: int) -> np.ndarray:

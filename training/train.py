@@ -46,7 +46,7 @@ SETTING_KEYS = {
     "meta_info_dir", "optimizer", "lr", "betas", "weight_decay", "schedule", "warmup_steps", "min_lr",
     "epochs", "batch_size", "steps_per_epoch", "crop_size", "hflip", "loss", "eval_crops", "eval_seed",
     "eval_batch_size", "eval_every", "eval_before_training", "eval_max_long_side", "seed", "num_workers",
-    "save_every",
+    "save_every", "train_backbone",
 }
 # Settings that may change when a run is resumed: they do not alter what is computed.
 RESUME_OVERRIDABLE = {"num_workers"}
@@ -180,7 +180,10 @@ def build_model(s: dict, seed: int):
         scenes = merge_scenes(scenes, load_scene_file(path))
     backbone = load_tensor_file(s["init_backbone"]) if s["init_backbone"] else None
     torch.manual_seed(seed)          # the random initialisation is part of the run's identity
-    return Gamma(config, scenes=scenes, backbone_state=backbone)
+    model = Gamma(config, scenes=scenes, backbone_state=backbone)
+    if s.get("train_backbone"):
+        model.set_trainable(backbone=True)
+    return model
 
 
 def cosine_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -383,7 +386,8 @@ def train(s: dict, out: Path, resume: bool = False, device: str | None = None, p
                                              num_workers=s["num_workers"], pin_memory=dist.device.type == "cuda")
         model.train()
         bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{s['epochs']}", unit="step",
-                   disable=not (dist.main and progress), dynamic_ncols=True)
+                   disable=not (dist.main and progress), dynamic_ncols=True,
+                   mininterval=0.5 if sys.stderr.isatty() else 30)   # a log file gets a line per 30 s
         started, seen, bad_paths, batches = time.perf_counter(), 0, [], None
         for step in range(start, steps_per_epoch):
             if step == start:
@@ -470,13 +474,16 @@ def parse_args(argv=None):
                "  python -m training.train --out runs/unified --resume",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="run folder: checkpoints, metrics, resume state")
-    parser.add_argument("--config", default=None, help="a training config JSON (default: configs/unified_sdp.json)")
+    parser.add_argument("--config", default=None, help="a training config: a shipped name (unified_sdp, synthetic_tiny) or a JSON file (default: unified_sdp)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     g = parser.add_argument_group("model")
     g.add_argument("--model", help="model config: gamma-vit-b-16, gamma-tiny, or a .json file")
     g.add_argument("--prompts", choices=["sdp", "plain"], help="scene-based differential prompts or plain '{level} image'")
     g.add_argument("--init-backbone", help="OpenAI-format CLIP / UniQA weights to initialise the backbone from")
     g.add_argument("--scenes-file", dest="scenes_files", action="append", help="a JSON file adding scenes")
+    g.add_argument("--train-backbone", action="store_true", default=None,
+                   help="also train the vision backbone (departs from the paper, which keeps it frozen; "
+                        "for a backbone without pretrained weights, such as the demo model)")
     g = parser.add_argument_group("data")
     g.add_argument("--datasets", nargs="+", metavar="NAME[:ROOT]", help="datasets to mix (registry names)")
     g.add_argument("--datasets-file", dest="datasets_files", action="append", help="a JSON file adding datasets")
@@ -500,6 +507,8 @@ def parse_args(argv=None):
     g.add_argument("--eval-every", type=int, help="evaluate every N epochs (0: never)")
     g.add_argument("--eval-before-training", action="store_true", default=None, help="also evaluate the initial model")
     g.add_argument("--eval-batch-size", type=int)
+    g.add_argument("--eval-max-long-side", type=int, help="shrink test images whose longer side exceeds this "
+                                                         "(the runtime manifest's 512) before cropping")
     g = parser.add_argument_group("run")
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available; under torchrun cuda:LOCAL_RANK)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
