@@ -5,7 +5,7 @@ import onnxruntime as ort
 import pytest
 
 from runtime import RuntimeUserError, Scorer
-from runtime.backends import _cuda_driver_present
+from runtime.backends import cuda_driver_present
 from runtime.crops import Preprocess, crop_offsets
 from runtime_fixtures import make_model, reference_scores, textured_image
 
@@ -80,7 +80,7 @@ def test_describe_says_what_actually_runs(models):
     assert "CPUExecutionProvider" in line and "1 threads" in line and "crops five" in line
 
 
-@pytest.mark.skipif(_cuda_driver_present(), reason="this machine has a GPU")
+@pytest.mark.skipif(cuda_driver_present(), reason="this machine has a GPU")
 def test_asking_for_a_gpu_on_a_cpu_machine_is_one_sentence(models):
     with pytest.raises(RuntimeUserError, match="--device cuda was asked for"):
         Scorer(models["onnx"], device="cuda")
