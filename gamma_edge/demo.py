@@ -143,7 +143,7 @@ def _stream_demo(card: dict, out: Path, threads) -> str:
     photo = cv2.imread(str(ASSETS / "photos" / f"{card['held_out_photos'][0]}.png"), cv2.IMREAD_COLOR)
     clip, annotated, jsonl, plot = (out / "clip.mp4", out / "clip_annotated.mp4", out / "clip_scores.jsonl",
                                     out / "clip_scores.png")
-    severities = write_degrading_clip(photo, clip)
+    severities = write_degrading_clip(photo, clip, card["kinds"])
     threshold = card.get("threshold")
     args = [str(clip), "--model", str(_runtime_models() / "demo"), "--crops", "center", "--smooth", "5",
             "--jsonl", str(jsonl), "--save", str(annotated), "--quiet"]
@@ -155,8 +155,8 @@ def _stream_demo(card: dict, out: Path, threads) -> str:
     rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
     frames = [r for r in rows if "score" in r]
     plot_scores(frames, severities, plot, threshold=threshold)
-    clean = [r["score"] for r, (kind, level) in zip(frames, severities) if kind is None]
-    degraded = [r["score"] for r, (kind, level) in zip(frames, severities) if kind is not None and level >= 3]
+    clean = [r["score"] for r in frames if severities[r["frame"]][0] is None]
+    degraded = [r["score"] for r in frames if severities[r["frame"]][0] is not None and severities[r["frame"]][1] >= 3]
     flagged = sum(1 for r in frames if r.get("low"))
     return (f"   {len(frames)} frames scored; mean score {np.mean(clean):.3f} on clean frames, "
             f"{np.mean(degraded):.3f} on strongly degraded ones; {flagged} frames flagged below {threshold}")

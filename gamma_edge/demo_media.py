@@ -25,24 +25,20 @@ class Segment:
     end_level: float
 
 
-# Clean, blur creeps in and clears, clean, a noise burst, clean, JPEG blocks, clean.
-TIMELINE = (
-    Segment(2.0, None, 0, 0),
-    Segment(2.5, "gaussian_blur", 0, 5),
-    Segment(1.0, "gaussian_blur", 5, 5),
-    Segment(1.5, "gaussian_blur", 5, 0),
-    Segment(1.5, None, 0, 0),
-    Segment(1.5, "gaussian_noise", 4, 4),
-    Segment(1.5, None, 0, 0),
-    Segment(1.5, "jpeg", 5, 5),
-    Segment(1.0, None, 0, 0),
-)
+def timeline(kinds: list[str]) -> tuple[Segment, ...]:
+    """Clean; the first kind creeps in, holds and clears; clean; bursts of the other kinds."""
+    first, *others = kinds
+    segments = [Segment(2.0, None, 0, 0), Segment(2.5, first, 0, 5), Segment(1.0, first, 5, 5),
+                Segment(1.5, first, 5, 0), Segment(1.5, None, 0, 0)]
+    for kind in others[:2]:
+        segments += [Segment(1.5, kind, 4, 4), Segment(1.5, None, 0, 0)]
+    return tuple(segments)
 
 
-def severity_at(frame: int) -> tuple[str | None, float]:
+def severity_at(frame: int, segments) -> tuple[str | None, float]:
     """The distortion kind and (fractional) level of a frame of the clip."""
     t = frame / FPS
-    for segment in TIMELINE:
+    for segment in segments:
         if t < segment.seconds:
             level = segment.start_level + (segment.end_level - segment.start_level) * t / segment.seconds
             return segment.kind, level
@@ -50,12 +46,14 @@ def severity_at(frame: int) -> tuple[str | None, float]:
     return None, 0.0
 
 
-def clip_frames() -> int:
-    return int(round(sum(s.seconds for s in TIMELINE) * FPS))
+def clip_frames(segments) -> int:
+    return int(round(sum(s.seconds for s in segments) * FPS))
 
 
-def write_degrading_clip(photo: np.ndarray, path: Path, size=(480, 320)) -> list[tuple[str | None, float]]:
-    """A slow pan across `photo` with the TIMELINE's distortions; returns each frame's severity."""
+def write_degrading_clip(photo: np.ndarray, path: Path, kinds: list[str],
+                         size=(480, 320)) -> list[tuple[str | None, float]]:
+    """A slow pan across `photo` (BGR) with `timeline(kinds)`; returns each frame's severity."""
+    segments = timeline(kinds)
     width, height = size
     scale = max((width + 80) / photo.shape[1], (height + 40) / photo.shape[0])
     canvas = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
@@ -63,13 +61,13 @@ def write_degrading_clip(photo: np.ndarray, path: Path, size=(480, 320)) -> list
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write {path} with the mp4v codec")
     severities = []
-    frames = clip_frames()
+    frames = clip_frames(segments)
     try:
         for i in range(frames):
             x = int(round((canvas.shape[1] - width) * i / max(1, frames - 1)))
             y = (canvas.shape[0] - height) // 2
             frame = np.ascontiguousarray(canvas[y:y + height, x:x + width])
-            kind, level = severity_at(i)
+            kind, level = severity_at(i, segments)
             if kind is not None and level > 0.05:
                 frame = distort(frame[..., ::-1], kind, level, seed=i)[..., ::-1]  # distortions are RGB
             writer.write(frame)
@@ -96,7 +94,9 @@ def plot_scores(rows: list[dict], severities: list[tuple[str | None, float]], pa
         return (int(left + (width - left - right) * t / duration),
                 int(top + (height - top - bottom) * (1 - (s - lo) / (hi - lo))))
 
-    colours = {"gaussian_blur": (230, 200, 160), "gaussian_noise": (170, 210, 240), "jpeg": (200, 230, 190)}
+    palette = [((230, 200, 160), "blue"), ((170, 210, 240), "orange"), ((200, 230, 190), "green")]
+    kinds = list(dict.fromkeys(k for k, _ in severities if k is not None))
+    colours = {kind: palette[i % len(palette)][0] for i, kind in enumerate(kinds)}
     for i, (kind, level) in enumerate(severities):
         if kind is not None and level > 0.05:
             x0, _ = px(i / FPS, lo)
@@ -124,7 +124,8 @@ def plot_scores(rows: list[dict], severities: list[tuple[str | None, float]], pa
             cv2.polylines(img, [np.array(points, np.int32)], False, colour, thickness, cv2.LINE_AA)
     cv2.putText(img, "Gamma demo: score per frame (thin), smoothed (thick); shading = distortion strength",
                 (left, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    legend = "blue shade: blur   orange shade: noise   green shade: JPEG   red dashes: low-quality threshold"
+    legend = "   ".join(f"{palette[i % len(palette)][1]} shade: {kind.replace('_', ' ')}"
+                         for i, kind in enumerate(kinds)) + "   red dashes: low-quality threshold"
     cv2.putText(img, legend, (left, height - 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (60, 60, 60), 1, cv2.LINE_AA)
     cv2.putText(img, "time (s)", (width - right - 70, height - bottom + 34), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
                 (0, 0, 0), 1, cv2.LINE_AA)

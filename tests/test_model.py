@@ -191,3 +191,15 @@ def test_moae_in_every_block_works():
     with torch.no_grad():
         assert model.scores(torch.rand(2, 3, 224, 224)).shape == (2, 5)
     assert "clip.transformer.resblocks.0.mlp.c_fc.weight" not in model.state_dict()
+
+
+def test_train_backbone_adds_the_vision_tower_only():
+    model = Gamma(GammaConfig.from_name("gamma-tiny"))
+    paper = set(model.trainable_parameters())
+    model.set_trainable(backbone=True)
+    extended = set(model.trainable_parameters())
+    assert paper < extended
+    assert all(name.startswith("clip.visual.") for name in extended - paper)
+    assert "clip.visual.conv1.weight" in extended and "clip.token_embedding.weight" not in extended
+    model.set_trainable()
+    assert set(model.trainable_parameters()) == paper
