@@ -142,9 +142,14 @@ def test_wrong_output_width_is_reported(models, tmp_path, photo):
         Scorer(folder).score(photo)
 
 
-def test_no_model_and_no_demo_model():
-    from runtime.scorer import DEMO_MODEL
-    if DEMO_MODEL.exists():
-        pytest.skip("the demo model is installed")
+def test_no_model_and_no_demo_model(tmp_path, monkeypatch):
+    import runtime.scorer
+
+    monkeypatch.setattr(runtime.scorer, "DEMO_MODEL", tmp_path / "not-installed")
     with pytest.raises(RuntimeUserError, match="embedded demo model is not installed.*--model"):
         Scorer()
+
+
+def test_no_model_means_the_embedded_demo_model():
+    scorer = Scorer()
+    assert scorer.manifest.folder.name == "demo" and scorer.scenes == ("natural",)
