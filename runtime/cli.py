@@ -78,7 +78,9 @@ def expand_paths(paths) -> list[str]:
     for text in paths:
         path = Path(text).expanduser()
         if path.is_dir():
-            found += sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            # os.walk skips folders that vanish or cannot be read mid-walk (a temporary folder, a mount)
+            found += sorted(os.path.join(root, name) for root, _, names in os.walk(path)
+                            for name in names if Path(name).suffix.lower() in IMAGE_SUFFIXES)
         elif path.exists():
             found.append(str(path))
         elif glob.has_magic(text):
@@ -88,6 +90,9 @@ def expand_paths(paths) -> list[str]:
             found += matches
         else:
             found.append(str(path))
+    if not found:
+        raise RuntimeUserError(f"no image files found in {', '.join(paths)}; "
+                               f"gamma-edge reads {', '.join(sorted(IMAGE_SUFFIXES))}")
     return found
 
 
@@ -162,6 +167,10 @@ def score_command(paths, model, backend, device, threads, batch, precision, crop
     from tqdm import tqdm
 
     with _user_errors():
+        from .manifest import load_manifest
+        from .scorer import resolve_model
+
+        load_manifest(resolve_model(model))  # a wrong --model is named before any folder is walked
         images = expand_paths(paths)
         scorer = _make_scorer(model, backend, device, threads, batch, precision, crops, seed, scene, quiet)
         scenes = list(scorer.scenes) if all_scenes else [scorer.scene]

@@ -114,3 +114,16 @@ def test_run_unreachable_stream_is_one_line(model):
     result = invoke(run_command, ["rtsp://127.0.0.1:9/nothing", "--model", model, "-q"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "stream 'rtsp://127.0.0.1:9/nothing' could not be opened within 5 s" in result.output
+
+
+def test_bad_model_is_named_before_folders_are_walked_and_empty_folder_is_one_sentence(tmp_path):
+    from click.testing import CliRunner
+
+    from runtime.cli import score_command
+
+    runner = CliRunner()
+    bad_model = runner.invoke(score_command, [str(tmp_path), "--model", str(tmp_path / "nope")])
+    assert bad_model.exit_code == 1 and "does not exist" in bad_model.output and "Traceback" not in bad_model.output
+    (tmp_path / "empty").mkdir()
+    empty = runner.invoke(score_command, [str(tmp_path / "empty")])
+    assert empty.exit_code == 1 and "no image files found" in empty.output
