@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+from pathlib import Path
 
 
 class GammaUserError(ValueError):
@@ -17,3 +19,14 @@ def user_errors():
         yield
     except GammaUserError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def read_user_json(path: str | Path, what: str):
+    """A JSON file a user gave us (`what` names it: "scene file", "datasets file", ...), or one sentence."""
+    path = Path(path)
+    if not path.is_file():
+        raise GammaUserError(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GammaUserError(f"{what} {path} is not valid JSON ({exc})") from None

@@ -112,17 +112,19 @@ class QualityHead(nn.Module):
 
     def forward(self, image_features, text_features, logit_scale):
         """(N, S) scores for S scenes shared by all images: text_features (S, L, D)."""
-        f = F.normalize(image_features + self.adapter(image_features), dim=-1)
-        t = F.normalize(text_features, dim=-1)
-        p = (logit_scale.exp() * torch.einsum("nd,sld->nsl", f, t)).softmax(dim=-1)
-        return (p * self.levels).sum(-1)
+        return self._expected_level(torch.einsum("nd,sld->nsl", self._adapted(image_features),
+                                                 F.normalize(text_features, dim=-1)), logit_scale)
 
     def per_image(self, image_features, text_features, logit_scale):
         """(N,) scores where image n is scored against its own prompt set: text_features (N, L, D)."""
-        f = F.normalize(image_features + self.adapter(image_features), dim=-1)
-        t = F.normalize(text_features, dim=-1)
-        p = (logit_scale.exp() * torch.einsum("nd,nld->nl", f, t)).softmax(dim=-1)
-        return (p * self.levels).sum(-1)
+        return self._expected_level(torch.einsum("nd,nld->nl", self._adapted(image_features),
+                                                 F.normalize(text_features, dim=-1)), logit_scale)
+
+    def _adapted(self, f):
+        return F.normalize(f + self.adapter(f), dim=-1)
+
+    def _expected_level(self, cosines, logit_scale):
+        return ((logit_scale.exp() * cosines).softmax(dim=-1) * self.levels).sum(-1)
 
 
 class Gamma(nn.Module):

@@ -16,7 +16,7 @@ from typing import Iterable
 
 import click
 
-from gamma_edge.errors import GammaUserError
+from gamma_edge.errors import GammaUserError, read_user_json
 
 SCENES_FILE = Path(__file__).parent / "scenes.json"
 LEVEL_WORDS = ("bad", "poor", "fair", "good", "perfect")
@@ -62,14 +62,7 @@ def default_scenes() -> list[Scene]:
 
 
 def load_scene_file(path: str | Path) -> list[Scene]:
-    path = Path(path)
-    if not path.is_file():
-        raise GammaUserError(f"scene file {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GammaUserError(f"scene file {path} is not valid JSON ({exc})") from None
-    return parse_scenes(data, str(path))
+    return parse_scenes(read_user_json(path, "scene file"), str(path))
 
 
 def merge_scenes(base: Iterable[Scene], extra: Iterable[Scene]) -> list[Scene]:

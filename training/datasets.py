@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 import torch
 
-from gamma_edge.errors import GammaUserError
+from gamma_edge.errors import GammaUserError, read_user_json
 from training.crops import CROP_COUNTS, crops, resize_for_crops
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -117,12 +117,7 @@ def load_registry(extra_files: Sequence[str | Path] = ()) -> dict[str, dict]:
 
 
 def _read_registry_file(path: Path) -> dict[str, dict]:
-    if not path.is_file():
-        raise GammaUserError(f"datasets file {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GammaUserError(f"datasets file {path} is not valid JSON ({exc})") from None
+    data = read_user_json(path, "datasets file")
     entries = data.get("datasets") if isinstance(data, dict) else None
     if not isinstance(entries, dict):
         raise GammaUserError(f"datasets file {path} needs a 'datasets' object mapping names to entries; "

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from gamma_edge.errors import GammaUserError
+from gamma_edge.errors import GammaUserError, read_user_json
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "unified_sdp.json"
@@ -65,10 +65,7 @@ def read_config(path: str | Path) -> dict:
         else:
             raise GammaUserError(f"training config {path} does not exist "
                                  f"(shipped: {', '.join(p.stem for p in sorted(CONFIG_DIR.glob('*.json')) if p.stem != 'datasets')})")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GammaUserError(f"training config {path} is not valid JSON ({exc})") from None
+    data = read_user_json(path, "training config")
     data = {k: v for k, v in data.items() if k != "about"}
     unknown = sorted(set(data) - SETTING_KEYS)
     if unknown:
