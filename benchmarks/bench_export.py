@@ -5,7 +5,8 @@
 Exports the graph through export_model (the product path: fused MoAE, folded
 input, constant text) as ORT FP32, ORT INT8 (static QDQ, avx2 preset), ORT INT8
 dynamic, OpenVINO FP32 and OpenVINO INT8 (NNCF), plus an ORT FP32 graph with the
-MoAE left unfused to show what the fusion buys, and times them against PyTorch
+MoAE left unfused and the last block computed for every token (export rewrites 3
+and 5 undone) to show what those rewrites buy, and times them against PyTorch
 eager FP32 at batch 1 and batch 10 crops. The configurations are interleaved
 (A B C ... A B C ...) in one process with a 4096^2 float32 GEMM probe in every
 round, because this machine's speed drifts by up to 2x (DESIGN.md sec. 5);
@@ -30,16 +31,23 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def graph_flops(config) -> float:
-    """Multiply-adds x 2 per 224 crop of the deployed vision graph (text tower is constant)."""
+def graph_flops(config, class_token_only: bool = True) -> float:
+    """Multiply-adds x 2 per 224 crop of the deployed vision graph (text tower is constant).
+    With `class_token_only` (export rewrite 5) the last block's query, attention output
+    and MLP/MoAE run for the class token alone."""
     v = config.backbone["vision_cfg"]
     w, layers, patch, size = v["width"], v["layers"], v["patch_size"], v["image_size"]
     tokens = (size // patch) ** 2 + 1
-    mlp = 2 * tokens * w * 4 * w * 2
-    attn = tokens * w * 3 * w * 2 + 2 * tokens * tokens * w * 2 + tokens * w * w * 2
-    moae_extra = config.num_experts * mlp + tokens * w * config.num_experts * 2
-    flops = (tokens - 1) * 3 * patch * patch * w * 2 + layers * (attn + mlp) + config.moae_blocks * moae_extra
-    return float(flops + w * config.embed_dim * 2)
+
+    def block(queries: int, moae: bool) -> float:
+        attn = tokens * w * 2 * w * 2 + queries * w * w * 2 * 2 + 2 * queries * tokens * w * 2
+        mlp = queries * w * 4 * w * 2 * 2
+        extra = config.num_experts * mlp + queries * w * config.num_experts * 2 if moae else 0.0
+        return attn + mlp + extra
+
+    flops = sum(block(1 if class_token_only and i == layers - 1 else tokens, i >= layers - config.moae_blocks)
+                for i in range(layers))
+    return float(flops + (tokens - 1) * 3 * patch * patch * w * 2 + w * config.embed_dim * 2)
 
 
 def gemm_gflops(threads: int) -> float:
@@ -135,15 +143,16 @@ def main() -> None:
                       "export_s": round(time.perf_counter() - t0, 1)}
         print(f"exported {name} in {meta[name]['export_s']}s: max|diff| {p['max_abs_diff']:.3g} "
               f"SRCC {p['srcc']}", flush=True)
-    if "ORT FP32 unfused MoAE" not in skip:
-        plain = work / "unfused-plain.onnx"
-        export_onnx(build_graph(model, ["natural"], fuse_moae=False), plain)
-        fused = optimize_for_onnxruntime(plain, work / "unfused.onnx", 12, model.clip.visual.transformer.width)
-        runners["ORT FP32 unfused MoAE"] = onnxruntime_runner(fused, args.threads)[0]
-        got = np.concatenate([runners["ORT FP32 unfused MoAE"](val[i:i + 8]) for i in range(0, len(val), 8)])
-        meta["ORT FP32 unfused MoAE"] = {"bytes": fused.stat().st_size,
-                                         "max_abs_diff": float(np.abs(got - reference).max()),
-                                         "srcc": spearman(reference[:, 0], got[:, 0])}
+    unrewritten = "ORT FP32 without rewrites 3, 5"
+    if unrewritten not in skip:
+        plain = work / "unrewritten-plain.onnx"
+        export_onnx(build_graph(model, ["natural"], fuse_moae=False, class_token_only=False), plain)
+        fused = optimize_for_onnxruntime(plain, work / "unrewritten.onnx", 12, model.clip.visual.transformer.width)
+        runners[unrewritten] = onnxruntime_runner(fused, args.threads)[0]
+        got = np.concatenate([runners[unrewritten](val[i:i + 8]) for i in range(0, len(val), 8)])
+        meta[unrewritten] = {"bytes": fused.stat().st_size, "max_abs_diff": float(np.abs(got - reference).max()),
+                             "srcc": spearman(reference[:, 0], got[:, 0]),
+                             "flops": graph_flops(model.config, class_token_only=False)}
 
     crops = val[:10]
     times = {name: {1: [], 10: []} for name in runners}
@@ -170,10 +179,11 @@ def main() -> None:
             row[f"ms_per_crop_b{b}"] = per_crop * 1000
             row[f"img_s_b{b}"] = 1 / per_crop
             row[f"speedup_b{b}"] = base[b] / per_crop
-            row[f"peak_frac_b{b}"] = flops / per_crop / 1e9 / peak
+            row[f"peak_frac_b{b}"] = meta[name].get("flops", flops) / per_crop / 1e9 / peak
         rows.append(row)
 
-    print(f"\nGamma ViT-B/16 MoAE graph, {flops / 1e9:.1f} GFLOP per 224 crop, {args.threads} threads, "
+    print(f"\nGamma ViT-B/16 MoAE graph, {flops / 1e9:.1f} GFLOP per 224 crop as exported "
+          f"({graph_flops(model.config, False) / 1e9:.1f} without rewrite 5), {args.threads} threads, "
           f"GEMM probe median {peak:.0f} GFLOP/s (range {min(gemm):.0f}-{max(gemm):.0f}), "
           f"{args.rounds} interleaved rounds, medians\n")
     print("| configuration | ms/crop b1 | img/s b1 | ms/crop b10 | img/s b10 | x eager b10 | "

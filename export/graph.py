@@ -20,6 +20,12 @@ test against the PyTorch model):
    (DESIGN.md sec. 1): they are computed once here, L2-normalised, multiplied by
    exp(logit_scale) and stored as one (D, S*5) constant, so the text tower is not
    in the graph and every scene costs one small matrix product.
+5. Class token only in the last block. Only the class token leaves the tower
+   (ln_post(x[:, 0]) @ proj), and after the last block's attention nothing mixes
+   tokens again: LayerNorm, the MLP/MoAE and its gate act token by token. So the
+   last block computes keys and values for every token but the query, attention
+   output, residual and MLP/MoAE for the class token alone. For ViT-B/16 with MoAE
+   that is 1/197 of the last block's MLP work: about 4 of 34 GMAC per crop.
 """
 from __future__ import annotations
 
@@ -75,7 +81,7 @@ class FoldedPatchEmbedding(nn.Module):
 class PackedAttention(nn.Module):
     """Multi-head self-attention, packed QKV, query scale folded into the weights."""
 
-    def __init__(self, attn: nn.MultiheadAttention, tokens: int):
+    def __init__(self, attn: nn.MultiheadAttention, tokens: int, class_token_only: bool = False):
         super().__init__()
         width, heads = attn.embed_dim, attn.num_heads
         self.tokens, self.width = tokens, width             # constants: the graph has no shape arithmetic
@@ -87,11 +93,25 @@ class PackedAttention(nn.Module):
         q_scale = 1.0 / math.sqrt(self.head_dim)
         weight[:width] *= q_scale
         bias[:width] *= q_scale
-        self.qkv = nn.Linear(width, 3 * width)
-        self.qkv.weight.data, self.qkv.bias.data = weight, bias
+        if class_token_only:                      # rewrite 5: query rows apart from key/value rows
+            self.q, self.kv = nn.Linear(width, width), nn.Linear(width, 2 * width)
+            self.q.weight.data, self.q.bias.data = weight[:width].clone(), bias[:width].clone()
+            self.kv.weight.data, self.kv.bias.data = weight[width:].clone(), bias[width:].clone()
+        else:
+            self.qkv = nn.Linear(width, 3 * width)
+            self.qkv.weight.data, self.qkv.bias.data = weight, bias
         self.out = nn.Linear(width, width)
         self.out.weight.data = attn.out_proj.weight.detach().clone()
         self.out.bias.data = attn.out_proj.bias.detach().clone()
+
+    def class_token(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, W): the attention output at the class token only (rewrite 5); x is (N, L, W)."""
+        tokens, width, heads, d = self.tokens, self.width, self.heads, self.head_dim
+        q = self.q(x[:, :1])                                                             # (N, 1, W)
+        kv = self.kv(x).reshape(-1, tokens, 2, heads, d).permute(2, 0, 3, 1, 4)          # (2, N, H, L, d)
+        q = q.reshape(-1, 1, heads, d).transpose(1, 2)                                   # (N, H, 1, d)
+        attn = (q @ kv[0].transpose(-1, -2)).softmax(dim=-1)                            # (N, H, 1, L)
+        return self.out((attn @ kv[1]).transpose(1, 2).reshape(-1, 1, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens, width = self.tokens, self.width
@@ -120,7 +140,7 @@ class FusedMoAE(nn.Module):
 
     def __init__(self, moae: MixtureOfAssessmentExperts, tokens: int):
         super().__init__()
-        self.tokens = tokens
+        self.tokens = tokens                      # 1 in a class-token-only last block (rewrite 5)
         experts = [moae.shared_expert, *moae.adaptive_experts]
         scale = moae.scale.detach().float()
         self.act = _activation(moae.shared_expert)
@@ -168,20 +188,25 @@ class UnfusedMoAE(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(ln_1 x), then x + mlp(ln_2 x)."""
 
-    def __init__(self, block: nn.Module, fuse_moae: bool, tokens: int):
+    def __init__(self, block: nn.Module, fuse_moae: bool, tokens: int, class_token_only: bool = False):
         super().__init__()
+        self.class_token_only = class_token_only
         if not (isinstance(block.ls_1, nn.Identity) and isinstance(block.ls_2, nn.Identity)):
             raise NotImplementedError("blocks with LayerScale")
         self.ln_1 = _clone_layer_norm(block.ln_1)
-        self.attn = PackedAttention(block.attn, tokens)
+        self.attn = PackedAttention(block.attn, tokens, class_token_only)
         self.ln_2 = _clone_layer_norm(block.ln_2)
         if isinstance(block.mlp, MixtureOfAssessmentExperts):
-            self.mlp = FusedMoAE(block.mlp, tokens) if fuse_moae else UnfusedMoAE(block.mlp)
+            mlp_tokens = 1 if class_token_only else tokens
+            self.mlp = FusedMoAE(block.mlp, mlp_tokens) if fuse_moae else UnfusedMoAE(block.mlp)
         else:
             self.mlp = PlainMLP(block.mlp)
 
     def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
+        if self.class_token_only:                                            # rewrite 5: (N, L, W) -> (N, 1, W)
+            x = x[:, :1] + self.attn.class_token(self.ln_1(x))
+        else:
+            x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
 
@@ -210,7 +235,8 @@ class SceneHead(nn.Module):
 class DeployableGamma(nn.Module):
     """crops (N, H, W, 3) uint8 BGR -> scores (N, S) float32, one column per scene."""
 
-    def __init__(self, model: Gamma, scenes: Sequence[str], fuse_moae: bool = True):
+    def __init__(self, model: Gamma, scenes: Sequence[str], fuse_moae: bool = True,
+                 class_token_only: bool = True):
         super().__init__()
         visual = model.clip.visual
         _check_supported(visual)
@@ -221,7 +247,9 @@ class DeployableGamma(nn.Module):
         self.register_buffer("positional_embedding", visual.positional_embedding.detach().clone().unsqueeze(0))
         self.ln_pre = _clone_layer_norm(visual.ln_pre)
         tokens = visual.positional_embedding.shape[0]
-        self.blocks = nn.ModuleList(Block(b, fuse_moae, tokens) for b in visual.transformer.resblocks)
+        blocks = list(visual.transformer.resblocks)
+        self.blocks = nn.ModuleList(Block(b, fuse_moae, tokens, class_token_only and i == len(blocks) - 1)
+                                    for i, b in enumerate(blocks))
         self.ln_post = _clone_layer_norm(visual.ln_post)
         self.register_buffer("proj", visual.proj.detach().clone())
         self.head = SceneHead(model, self.scenes)
@@ -239,12 +267,15 @@ class DeployableGamma(nn.Module):
         return self.head(self.image_features(crops))
 
 
-def build_graph(model: Gamma, scenes: Sequence[str], fuse_moae: bool = True) -> DeployableGamma:
-    """The deployable module for `scenes` (names known to `model`), in eval mode, float32."""
+def build_graph(model: Gamma, scenes: Sequence[str], fuse_moae: bool = True,
+                class_token_only: bool = True) -> DeployableGamma:
+    """The deployable module for `scenes` (names known to `model`), in eval mode, float32.
+    `fuse_moae=False` / `class_token_only=False` build the graph without rewrite 3 / 5
+    (the references their parity tests and the export benchmark compare against)."""
     for s in scenes:
         model.prompts(s)                                                     # unknown scene -> GammaUserError
     model = model.float().eval()
-    return DeployableGamma(model, scenes, fuse_moae)
+    return DeployableGamma(model, scenes, fuse_moae, class_token_only)
 
 
 def _check_supported(visual: nn.Module) -> None:

@@ -170,7 +170,8 @@ def _export_into(model, checkpoint_info, scenes, precision, fmt, calib, folder: 
     visual = model.clip.visual
     graph_info = {"moae": "fused (one wide first product, one wide second product)",
                   "input_folding": "uint8 BGR -> float, channel flip, /255, CLIP mean/std folded into the patch conv",
-                  "text": "constant (D, S*5), pre-normalised, exp(logit_scale) folded in"}
+                  "text": "constant (D, S*5), pre-normalised, exp(logit_scale) folded in",
+                  "last_block": "class token only (keys/values for all tokens; query, MLP/MoAE for the class token)"}
     tools = mf.tool_versions("torch", "open_clip", "onnx", "onnxruntime")
     quantization = None
 

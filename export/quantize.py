@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,9 +65,9 @@ def _quiet_root_logger():
         root.setLevel(level)
 
 
-def quantizable_nodes(model) -> tuple[list[str], list[str]]:
+def quantizable_nodes(model, last_block_float: bool = True) -> tuple[list[str], list[str]]:
     """(nodes to quantize, nodes kept float): weight products (MatMul/Gemm/Conv with a constant
-    weight) are quantized, except the MoAE gate, its expert-bias mix and the head; the
+    weight) are quantized, except the MoAE gate, its expert-bias mix, the last block and the head; the
     activation-by-activation products of attention have no constant weight and stay float."""
     from onnx import numpy_helper
 
@@ -74,6 +75,10 @@ def quantizable_nodes(model) -> tuple[list[str], list[str]]:
     for n in model.graph.node:
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
             weights[n.output[0]] = tuple(numpy_helper.to_array(n.attribute[0].t).shape)
+    # The last block runs its MLP/MoAE for the class token only (graph rewrite 5): it costs ~1% of
+    # the graph and its output is the image feature itself, so it stays float for fidelity.
+    blocks = [int(m.group(1)) for n in model.graph.node if (m := re.search(r"/blocks\.(\d+)/", n.name))]
+    last_block = f"/blocks.{max(blocks)}/" if blocks and last_block_float else None
     quantize, keep = [], []
     for node in model.graph.node:
         if node.op_type not in ("MatMul", "Gemm", "Conv"):
@@ -82,7 +87,8 @@ def quantizable_nodes(model) -> tuple[list[str], list[str]]:
         # Products with a tiny inner dimension (the MoAE's gate-weighted expert biases, K = N) gain
         # nothing from INT8 and would quantize the softmax gate weights themselves.
         tiny = shape is not None and node.op_type == "MatMul" and shape[0] < 16
-        in_float = "/gate/" in node.name or "/head/" in node.name or shape is None or tiny
+        in_float = ("/gate/" in node.name or "/head/" in node.name or shape is None or tiny
+                    or (last_block is not None and last_block in node.name))
         (keep if in_float else quantize).append(node.name)
     return quantize, keep
 
@@ -150,7 +156,8 @@ def quantize_static_int8(src: Path, dst: Path, calibration: np.ndarray, preset: 
     return {"method": "static-qdq", "preset": preset, **{k: v for k, v in asdict(settings).items() if k != "name"},
             "calibration_crops": int(len(calibration)), "calibration_method": "minmax",
             "quantized_nodes": len(quantize), "float_nodes": len(keep),
-            "float_ops": "LayerNorm, QuickGELU, Softmax, residual Add, attention QK^T and AV, MoAE gate, head"}
+            "float_ops": "LayerNorm, QuickGELU, Softmax, residual Add, attention QK^T and AV, MoAE gate, "
+                         "the class-token-only last block, head"}
 
 
 def quantize_dynamic_int8(src: Path, dst: Path, preset: str = DEFAULT_PRESET) -> dict:

@@ -89,6 +89,24 @@ def test_fused_graph_matches_unfused_graph(model, crops):
     torch.testing.assert_close(fused, unfused, atol=1e-5, rtol=0)
 
 
+def test_class_token_only_last_block_matches_the_full_last_block(model, crops):
+    from export.graph import FusedMoAE, build_graph
+
+    short = build_graph(model, ["natural", "face"])                        # rewrite 5 is the default
+    full = build_graph(model, ["natural", "face"], class_token_only=False)
+    last = short.blocks[-1]
+    assert last.class_token_only and isinstance(last.mlp, FusedMoAE) and last.mlp.tokens == 1
+    assert not any(b.class_token_only for b in short.blocks[:-1]) and not full.blocks[-1].class_token_only
+    x = torch.from_numpy(crops)
+    with torch.no_grad():
+        torch.testing.assert_close(short.image_features(x), full.image_features(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(short(x), full(x), atol=1e-5, rtol=0)
+        # the last block's attention and MoAE matter to the score, so the check is not vacuous
+        before = short(x)
+        last.mlp.proj.weight.zero_()
+        assert float((short(x) - before).abs().max()) > 1e-4
+
+
 # ---------------------------------------------------------------- exported graphs
 
 def test_onnx_fp32_matches_pytorch_with_dynamic_batch(model, crops, onnx_export_dir):

@@ -4,7 +4,8 @@ The photos are the held-out validation ladder (3 skimage.data photos x 8
 distortions, export/calibration.py). The tiny model (width 64) is a harsher
 test of INT8 than ViT-B/16 (width 768): fewer channels average out less
 rounding noise. Stated threshold for ONNX Runtime static INT8 (avx2 preset):
-Spearman vs FP32 >= 0.95 (measured 0.98-0.99 on this model).
+Spearman vs FP32 >= 0.95 (measured 0.963 on this model with the class-token-only last block
+kept float; 0.969 before that rewrite, 0.944 with that last block quantized).
 """
 from __future__ import annotations
 
