@@ -90,6 +90,9 @@ def main() -> None:
     parser.add_argument("--work", help="folder for the exported models (default: a temporary folder)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--skip", default="", help="comma-separated configurations to leave out")
+    parser.add_argument("--reuse", action="store_true",
+                        help="time the exports already in --work (from an earlier run of this script on the same "
+                             "model) instead of exporting again; fidelity figures come from their manifests")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
@@ -133,21 +136,26 @@ def main() -> None:
             continue
         t0 = time.perf_counter()
         out = work / name.replace(" ", "-").lower()
-        result = export_model(model, out, scene="natural", overwrite=True, force=True, progress=False,
-                              calib_count=args.calib_count, **kw)
-        p = result.manifest["parity"]
-        file = out / result.manifest["model"]["file"]
+        reused = args.reuse and (out / "manifest.json").is_file()
+        if reused:
+            manifest = json.loads((out / "manifest.json").read_text())
+        else:
+            manifest = export_model(model, out, scene="natural", overwrite=True, force=True, progress=False,
+                                    calib_count=args.calib_count, **kw).manifest
+        p = manifest["parity"]
+        file = out / manifest["model"]["file"]
         run = (onnxruntime_runner(file, args.threads) if kw["fmt"] == "onnx" else openvino_runner(file, args.threads))[0]
         runners[name] = run
         meta[name] = {"bytes": p["file_bytes"], "max_abs_diff": p["max_abs_diff"], "srcc": p["srcc"],
                       "export_s": round(time.perf_counter() - t0, 1)}
-        print(f"exported {name} in {meta[name]['export_s']}s: max|diff| {p['max_abs_diff']:.3g} "
+        print(f"{'reused' if reused else 'exported'} {name} in {meta[name]['export_s']}s: max|diff| {p['max_abs_diff']:.3g} "
               f"SRCC {p['srcc']}", flush=True)
     unrewritten = "ORT FP32 without rewrites 3, 5"
     if unrewritten not in skip:
-        plain = work / "unrewritten-plain.onnx"
-        export_onnx(build_graph(model, ["natural"], fuse_moae=False, class_token_only=False), plain)
-        fused = optimize_for_onnxruntime(plain, work / "unrewritten.onnx", 12, model.clip.visual.transformer.width)
+        plain, fused = work / "unrewritten-plain.onnx", work / "unrewritten.onnx"
+        if not (args.reuse and fused.is_file()):
+            export_onnx(build_graph(model, ["natural"], fuse_moae=False, class_token_only=False), plain)
+            optimize_for_onnxruntime(plain, fused, 12, model.clip.visual.transformer.width)
         runners[unrewritten] = onnxruntime_runner(fused, args.threads)[0]
         got = np.concatenate([runners[unrewritten](val[i:i + 8]) for i in range(0, len(val), 8)])
         meta[unrewritten] = {"bytes": fused.stat().st_size, "max_abs_diff": float(np.abs(got - reference).max()),

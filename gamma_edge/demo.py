@@ -44,7 +44,13 @@ def held_out_images(card: dict):
 
 
 def ranking(scorer, card: dict) -> tuple[dict, list[tuple], np.ndarray]:
-    """Per-kind SRCC of scores against the known level order, pooled over the held-out photos."""
+    """Per distortion kind, the SRCC of the scores against the known level order.
+
+    The order is known within one photograph (level 0 = pristine, then stronger and stronger),
+    so the headline `srcc` is the SRCC over one photo's levels 0..L, averaged over the held-out
+    photos (`srcc_min`: the worst photo). `srcc_pooled` ranks all held-out photos' images of
+    the kind together by level, which also asks that a pristine photo of one scene outrank a
+    degraded photo of another: content the model has never seen makes that harder."""
     from runtime.benchmark_cli import spearman
 
     items = list(held_out_images(card))
@@ -53,7 +59,12 @@ def ranking(scorer, card: dict) -> tuple[dict, list[tuple], np.ndarray]:
     for kind in card["kinds"]:
         index = [i for i, item in enumerate(items) if item[1] == kind]
         levels = np.array([items[i][2] for i in index])
-        per_kind[kind] = {"srcc": spearman(scores[index], -levels),
+        per_photo = []
+        for photo in card["held_out_photos"]:
+            mine = [i for i in index if items[i][0] == photo]
+            per_photo.append(spearman(scores[mine], -np.array([items[i][2] for i in mine])))
+        per_kind[kind] = {"srcc": float(np.mean(per_photo)), "srcc_min": float(np.min(per_photo)),
+                          "srcc_pooled": spearman(scores[index], -levels),
                           "mean_by_level": [float(scores[[i for i in index if items[i][2] == lv]].mean())
                                             for lv in range(card["levels"] + 1)]}
     return per_kind, items, scores
@@ -89,15 +100,16 @@ def demo_command(out: Path, threads):
         # 1. ranking of held-out photos
         click.echo(f"\n1. Held-out photos ({', '.join(card['held_out_photos'])}) at levels 0-{card['levels']} "
                    f"of each distortion, {fp32.preprocess.crops_per_image} crops each "
-                   "(mean score per level; SRCC vs the known order, pooled over photos)")
+                   "(mean score per level; SRCC vs the known order within each photo: mean and worst photo; "
+                   "and with all photos ranked together)")
         per_kind, items, reference = ranking(fp32, card)
         header = f"   {'distortion':16s}" + "".join(f"{'L' + str(lv):>7s}" for lv in range(card["levels"] + 1))
-        click.echo(header + f"{'SRCC':>8s}")
+        click.echo(header + f"{'SRCC':>8s}{'worst':>8s}{'pooled':>8s}")
         for kind, result in per_kind.items():
             click.echo(f"   {kind:16s}" + "".join(f"{m:7.3f}" for m in result["mean_by_level"])
-                       + f"{result['srcc']:8.3f}")
+                       + f"{result['srcc']:8.3f}{result['srcc_min']:8.3f}{result['srcc_pooled']:8.3f}")
         pooled = spearman(reference, -np.array([item[2] for item in items]))
-        click.echo(f"   all kinds pooled: SRCC {pooled:.3f} over {len(items)} images")
+        click.echo(f"   all kinds and photos pooled: SRCC {pooled:.3f} over {len(items)} images")
 
         # 2. engines and precisions agree
         click.echo("\n2. Parity on the same images (vs ONNX Runtime FP32)")
@@ -122,8 +134,11 @@ def demo_command(out: Path, threads):
 
     # 4. the model card states these same numbers
     stated = card["metrics"]
+    columns = (("srcc", "srcc_per_kind"), ("srcc_min", "srcc_worst_photo_per_kind"),
+               ("srcc_pooled", "srcc_pooled_per_kind"))
     mismatches = [kind for kind, result in per_kind.items()
-                  if abs(round(result["srcc"], 3) - stated["srcc_per_kind"].get(kind, -9)) > 0.0015]
+                  if any(abs(round(result[key], 3) - stated.get(card_key, {}).get(kind, -9)) > 0.0015
+                         for key, card_key in columns)]
     click.echo("\n4. Model card check: " + ("the SRCC figures above are the ones the model card states"
                                             if not mismatches else
                                             f"differs from the model card for {', '.join(mismatches)}"))
