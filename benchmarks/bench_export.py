@@ -130,7 +130,8 @@ def main() -> None:
 
     runners["PyTorch eager FP32"] = eager
     meta["PyTorch eager FP32"] = {"bytes": sum(p.numel() * 4 for n, p in model.named_parameters()
-                                               if not n.startswith("clip.transformer") and "token_embedding" not in n)}
+                                               if not n.startswith("clip.transformer") and "token_embedding" not in n),
+                                  "flops": graph_flops(model.config, class_token_only=False)}  # no rewrite 5
     for name, kw in exports.items():
         if name in skip:
             continue
