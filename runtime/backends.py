@@ -140,6 +140,9 @@ class OnnxRuntimeBackend:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3          # the fallback is reported below, from what the session got
+        # Idle intra-op threads sleep instead of spinning: spinning ones take the cores the image decoder
+        # needs while it prepares the next batch (benchmarks/bench_runtime.py end-to-end vs backend-only).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(manifest.model_file), sess_options=options, providers=wanted)
         except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / RuntimeException types

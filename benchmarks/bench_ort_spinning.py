@@ -1,0 +1,68 @@
+"""End-to-end scoring with ONNX Runtime's intra-op threads spinning vs sleeping when idle.
+
+    python benchmarks/bench_ort_spinning.py [--model runtime/models/demo] [--rounds 5]
+
+runtime/backends.py turns spinning off: on a 2-core machine spinning threads take the
+cores the image decoder needs between batches. This measures that choice: two Scorers
+on the same model (one with ONNX Runtime's default, spinning), scoring the same
+photographs (the images scikit-image ships, full size), interleaved rounds, medians.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="model folder (default: the embedded demo model)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--photos", type=int, default=24)
+    args = parser.parse_args()
+
+    import onnxruntime as ort
+    import skimage
+
+    from runtime import Scorer
+    from runtime.scorer import DEMO_MODEL
+
+    data = Path(skimage.__file__).resolve().parent / "data"
+    paths = sorted(p for p in data.iterdir() if p.suffix in (".png", ".jpg"))[:args.photos]
+    model = args.model or DEMO_MODEL
+    original = ort.SessionOptions.add_session_config_entry
+
+    def scorer(spinning: bool) -> Scorer:
+        def entry(self, key, value):
+            if not (spinning and key == "session.intra_op.allow_spinning"):
+                original(self, key, value)
+        ort.SessionOptions.add_session_config_entry = entry
+        try:
+            return Scorer(model, backend="onnxruntime", device="cpu", threads=args.threads)
+        finally:
+            ort.SessionOptions.add_session_config_entry = original
+
+    scorers = {"spinning (ONNX Runtime default)": scorer(True), "sleeping (gamma-edge)": scorer(False)}
+    for s in scorers.values():
+        list(s.score_many(paths))                                        # warm-up
+    rates = {name: [] for name in scorers}
+    for _ in range(args.rounds):
+        for name, s in scorers.items():
+            start = time.perf_counter()
+            list(s.score_many(paths))
+            rates[name].append(len(paths) / (time.perf_counter() - start))
+    print(f"{len(paths)} photos, {args.threads} threads, {args.rounds} interleaved rounds; end-to-end images/s")
+    print("| idle intra-op threads | median | rounds |")
+    print("|---|---:|---|")
+    for name, values in rates.items():
+        print(f"| {name} | {np.median(values):.1f} | {', '.join(f'{v:.0f}' for v in values)} |")
+
+
+if __name__ == "__main__":
+    main()
