@@ -25,7 +25,7 @@ test against the PyTorch model):
    tokens again: LayerNorm, the MLP/MoAE and its gate act token by token. So the
    last block computes keys and values for every token but the query, attention
    output, residual and MLP/MoAE for the class token alone. For ViT-B/16 with MoAE
-   that is 1/197 of the last block's MLP work: about 4 of 34 GMAC per crop.
+   that skips 196/197 of the last block's MLP/MoAE work: about 4 of 34 GMAC per crop.
 """
 from __future__ import annotations
 
