@@ -214,3 +214,43 @@ def test_bad_dataset_root_is_one_sentence_without_traceback(tmp_path, capsys):
     assert rc == 2
     assert err.startswith("Error: dataset 'synthetic': root folder") and "does not exist" in err
     assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------- the demo model's patch embedding
+
+def test_dct_patch_bank_is_colour_means_and_orthogonal_luma_frequencies():
+    from training.patch_init import MEAN_SCALE, SCALE, dct_patch_bank
+
+    bank = dct_patch_bank(64, 32).double()
+    assert bank.shape == (64, 3, 32, 32)
+    for c in range(3):                                     # channel c: the mean of input channel c
+        assert torch.allclose(bank[c, c], torch.full((32, 32), MEAN_SCALE / 32 ** 2, dtype=torch.float64))
+        assert bank[c].abs().sum() == bank[c, c].abs().sum()
+    luma = bank[3:].sum(dim=1).flatten(1)                  # distinct DCT pairs: orthogonal, norm SCALE
+    gram = luma @ luma.t() / (SCALE ** 2 * (0.299 + 0.587 + 0.114) ** 2)
+    assert torch.allclose(gram, torch.eye(61, dtype=torch.float64), atol=1e-5)
+    assert torch.equal(dct_patch_bank(64, 32), dct_patch_bank(64, 32))      # seeded
+    with pytest.raises(Exception, match="frequency pairs"):
+        dct_patch_bank(768, 16)
+
+
+def test_dct_patch_embedding_stays_frozen_while_the_tower_trains(small_synthetic, tmp_path, capsys):
+    from training.patch_init import dct_patch_bank
+
+    out = tmp_path / "run"
+    assert train.main(["--config", "synthetic_tiny", "--datasets", f"synthetic:{small_synthetic}", "--out", str(out),
+                       "--epochs", "1", "--steps-per-epoch", "3", "--eval-every", "0", "--train-backbone",
+                       "--patch-embedding", "dct", "--no-progress"]) == 0
+    state = load_file(out / "last.safetensors")
+    assert torch.equal(state["clip.visual.conv1.weight"], dct_patch_bank(64, 32))
+    settings = json.loads((out / "train_config.json").read_text())
+    initial = train.build_model(settings, settings["seed"])            # the run's own starting point
+    assert torch.equal(initial.clip.visual.conv1.weight.detach(), state["clip.visual.conv1.weight"])
+    moved = [n for n, p in initial.named_parameters()
+             if n.startswith("clip.visual.transformer.") and not torch.equal(p.detach(), state[n])]
+    assert moved                                           # the rest of the tower did train
+    capsys.readouterr()
+    assert train.main(["--config", "synthetic_tiny", "--datasets", f"synthetic:{small_synthetic}",
+                       "--out", str(tmp_path / "r2"), "--patch-embedding", "dct",
+                       "--init-backbone", str(out / "last.safetensors")]) == 2
+    assert "drop it when initialising from pretrained weights" in capsys.readouterr().err

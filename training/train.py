@@ -46,7 +46,7 @@ SETTING_KEYS = {
     "meta_info_dir", "optimizer", "lr", "betas", "weight_decay", "schedule", "warmup_steps", "min_lr",
     "epochs", "batch_size", "steps_per_epoch", "crop_size", "hflip", "loss", "eval_crops", "eval_seed",
     "eval_batch_size", "eval_every", "eval_before_training", "eval_max_long_side", "seed", "num_workers",
-    "save_every", "train_backbone",
+    "save_every", "train_backbone", "patch_embedding",
 }
 # Settings that may change when a run is resumed: they do not alter what is computed.
 RESUME_OVERRIDABLE = {"num_workers"}
@@ -95,6 +95,11 @@ def check_settings(s: dict) -> dict:
             raise GammaUserError(f"{key} must be a positive integer, not {s[key]!r}")
     if not s["datasets"]:
         raise GammaUserError("no datasets selected; pass --datasets NAME[:ROOT] ...")
+    if s.get("patch_embedding", "random") not in ("random", "dct"):
+        raise GammaUserError(f"patch_embedding must be 'random' or 'dct', not '{s['patch_embedding']}'")
+    if s.get("patch_embedding") == "dct" and s["init_backbone"]:
+        raise GammaUserError("patch_embedding 'dct' replaces a random backbone's patch convolution; "
+                             "drop it when initialising from pretrained weights (--init-backbone)")
     return s
 
 
@@ -180,6 +185,12 @@ def build_model(s: dict, seed: int):
     model = Gamma(config, scenes=scenes, backbone_state=backbone)
     if s.get("train_backbone"):
         model.set_trainable(backbone=True)
+    if s.get("patch_embedding", "random") == "dct":          # fixed frequency bank, frozen (training/patch_init.py)
+        from training.patch_init import dct_patch_bank
+        conv = model.clip.visual.conv1
+        with torch.no_grad():
+            conv.weight.copy_(dct_patch_bank(conv.out_channels, conv.kernel_size[0]))
+        conv.requires_grad_(False)
     return model
 
 
@@ -481,6 +492,10 @@ def parse_args(argv=None):
     g.add_argument("--train-backbone", action="store_true", default=None,
                    help="also train the vision backbone (departs from the paper, which keeps it frozen; "
                         "for a backbone without pretrained weights, such as the demo model)")
+    g.add_argument("--patch-embedding", choices=["random", "dct"],
+                   help="a random backbone's patch convolution: its random init (default), or a frozen bank of "
+                        "colour means and luma DCT basis functions that lets a small tower learn noise "
+                        "(training/patch_init.py; the demo model)")
     g = parser.add_argument_group("data")
     g.add_argument("--datasets", nargs="+", metavar="NAME[:ROOT]", help="datasets to mix (registry names)")
     g.add_argument("--datasets-file", dest="datasets_files", action="append", help="a JSON file adding datasets")
