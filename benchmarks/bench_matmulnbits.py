@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import re
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from interleaved import interleaved_seconds, print_median_table
 
 
 def main() -> None:
@@ -50,18 +51,11 @@ def main() -> None:
                 "FP32": ort.InferenceSession(args.model, options)}
     crops = np.random.default_rng(0).integers(0, 256, (args.batch, 224, 224, 3), dtype=np.uint8)
     outputs = {name: s.run(None, {"crops": crops})[0] for name, s in sessions.items()}
-    times = {name: [] for name in sessions}
-    for _ in range(args.rounds):
-        for name, session in sessions.items():
-            start = time.perf_counter()
-            session.run(None, {"crops": crops})
-            times[name].append((time.perf_counter() - start) / args.batch * 1000)
+    seconds = interleaved_seconds({name: (lambda s=s: s.run(None, {"crops": crops})) for name, s in sessions.items()},
+                                  args.rounds)
     first, second = outputs.values()
     print(f"max |diff| of the scores: {float(np.abs(first - second).max()):.2g}")
-    print("| graph | ms per crop (median) | rounds |")
-    print("|---|---:|---|")
-    for name, values in times.items():
-        print(f"| {name} | {np.median(values):.0f} | {', '.join(f'{v:.0f}' for v in values)} |")
+    print_median_table("graph", "ms per crop", {n: [t / args.batch * 1000 for t in v] for n, v in seconds.items()})
 
 
 if __name__ == "__main__":

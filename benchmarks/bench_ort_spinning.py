@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from interleaved import interleaved_seconds, print_median_table  # noqa: E402
 
 
 def main() -> None:
@@ -51,17 +50,11 @@ def main() -> None:
     scorers = {"spinning (ONNX Runtime default)": scorer(True), "sleeping (gamma-edge)": scorer(False)}
     for s in scorers.values():
         list(s.score_many(paths))                                        # warm-up
-    rates = {name: [] for name in scorers}
-    for _ in range(args.rounds):
-        for name, s in scorers.items():
-            start = time.perf_counter()
-            list(s.score_many(paths))
-            rates[name].append(len(paths) / (time.perf_counter() - start))
+    seconds = interleaved_seconds({name: (lambda s=s: list(s.score_many(paths))) for name, s in scorers.items()},
+                                  args.rounds)
     print(f"{len(paths)} photos, {args.threads} threads, {args.rounds} interleaved rounds; end-to-end images/s")
-    print("| idle intra-op threads | median | rounds |")
-    print("|---|---:|---|")
-    for name, values in rates.items():
-        print(f"| {name} | {np.median(values):.1f} | {', '.join(f'{v:.0f}' for v in values)} |")
+    print_median_table("idle intra-op threads", "images/s", {n: [len(paths) / t for t in v] for n, v in seconds.items()},
+                       digits=1)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def _quiet_root_logger():
         root.setLevel(level)
 
 
-def quantizable_nodes(model, last_block_float: bool = True) -> tuple[list[str], list[str]]:
+def quantizable_nodes(model) -> tuple[list[str], list[str]]:
     """(nodes to quantize, nodes kept float): weight products (MatMul/Gemm/Conv with a constant
     weight) are quantized, except the patch convolution, the MoAE gate, its expert-bias mix, the last
     block and the head; the activation-by-activation products of attention have no constant weight
@@ -79,7 +79,7 @@ def quantizable_nodes(model, last_block_float: bool = True) -> tuple[list[str], 
     # The last block runs its MLP/MoAE for the class token only (graph rewrite 5): it costs ~1% of
     # the graph and its output is the image feature itself, so it stays float for fidelity.
     blocks = [int(m.group(1)) for n in model.graph.node if (m := re.search(r"/blocks\.(\d+)/", n.name))]
-    last_block = f"/blocks.{max(blocks)}/" if blocks and last_block_float else None
+    last_block = f"/blocks.{max(blocks)}/" if blocks else None
     quantize, keep = [], []
     for node in model.graph.node:
         if node.op_type not in ("MatMul", "Gemm", "Conv"):
@@ -171,7 +171,6 @@ def quantize_dynamic_int8(src: Path, dst: Path, preset: str = DEFAULT_PRESET) ->
 
     settings = PRESETS[preset]
     quantize, keep = quantizable_nodes(onnx.load(str(src), load_external_data=False))
-    quantize = [n for n in quantize if "Conv" not in n]
     with _quiet_root_logger():
         quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], nodes_to_quantize=quantize,
                          per_channel=settings.per_channel, reduce_range=settings.reduce_range,
