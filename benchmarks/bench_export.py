@@ -89,7 +89,8 @@ def main() -> None:
     parser.add_argument("--calib-count", type=int, default=64)
     parser.add_argument("--work", help="folder for the exported models (default: a temporary folder)")
     parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--skip", default="", help="comma-separated configurations to leave out")
+    parser.add_argument("--skip", default="", help="comma-separated configurations to leave out, by the names the table "
+                                                   "prints (PyTorch eager FP32 cannot be left out: it is the baseline)")
     parser.add_argument("--reuse", action="store_true",
                         help="time the exports already in --work (from an earlier run of this script on the same "
                              "model) instead of exporting again; fidelity figures come from their manifests")
@@ -108,7 +109,7 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="gamma-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     model = build_model(args.checkpoint)
-    skip = set(filter(None, args.skip.split(",")))
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     val, _ = validation_set()
     t0 = time.perf_counter()
     reference = reference_scores(model, val, ["natural"])
@@ -151,7 +152,7 @@ def main() -> None:
                       "export_s": round(time.perf_counter() - t0, 1)}
         print(f"{'reused' if reused else 'exported'} {name} in {meta[name]['export_s']}s: max|diff| {p['max_abs_diff']:.3g} "
               f"SRCC {p['srcc']}", flush=True)
-    unrewritten = "ORT FP32 without rewrites 3, 5"
+    unrewritten = "ORT FP32 without rewrites 3 and 5"
     if unrewritten not in skip:
         plain, fused = work / "unrewritten-plain.onnx", work / "unrewritten.onnx"
         if not (args.reuse and fused.is_file()):
