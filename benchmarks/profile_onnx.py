@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import re
 
 import numpy as np
@@ -34,8 +35,10 @@ def main() -> None:
     runs = 2
     for _ in range(runs):
         session.run(None, {"crops": crops})
-    with open(session.end_profiling()) as f:
+    profile = session.end_profiling()
+    with open(profile) as f:
         events = json.load(f)
+    os.unlink(profile)                                    # ONNX Runtime writes it into the working folder
     total = collections.Counter()
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
