@@ -21,7 +21,6 @@ with the products as they are. Times per crop, medians over rounds.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -31,6 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from profile_onnx import KERNEL, read_profile  # noqa: E402
 
 INT8_PRODUCT_OPS = {"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger", "DynamicQuantizeLinear",
                     "QLinearMatMul", "QGemm", "QuantizeLinear", "DequantizeLinear"}
@@ -59,17 +60,13 @@ class ProfiledGraph:
 
     def split(self) -> list[tuple[float, float]]:
         """(product seconds, other seconds) of kernel time for each timed run."""
-        path = self.session.end_profiling()
-        with open(path) as f:
-            events = json.load(f)
-        os.unlink(path)
-        runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
-        nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+        nodes, model_runs = read_profile(self.session)
+        runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in model_runs)
         out = []
         for begin, end in runs[1::2]:                     # every second run is a timed one
             inside = [e for e in nodes if begin <= e["ts"] <= end]
             product = sum(e["dur"] for e in inside
-                          if self.is_product(e["name"][:-len("_kernel_time")], e["args"]["op_name"]))
+                          if self.is_product(e["name"][:-len(KERNEL)], e["args"]["op_name"]))
             out.append((product / 1e6, (sum(e["dur"] for e in inside) - product) / 1e6))
         if len(out) != len(self.walls) or not all(sum(x) > 0 for x in out):
             raise RuntimeError("the profile does not hold one run per timed call")

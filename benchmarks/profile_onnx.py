@@ -16,6 +16,21 @@ import re
 import numpy as np
 
 
+KERNEL = "_kernel_time"
+
+
+def read_profile(session) -> tuple[list[dict], list[dict]]:
+    """End `session`'s profiling: (kernel events of its nodes, its model_run events). The JSON file
+    ONNX Runtime writes into the working folder is removed. A node event's "name" is the node's
+    name + "_kernel_time"; "args"]["op_name"] its operator; "ts" / "dur" are in microseconds."""
+    path = session.end_profiling()
+    with open(path) as f:
+        events = json.load(f)
+    os.unlink(path)
+    return ([e for e in events if e.get("cat") == "Node" and e["name"].endswith(KERNEL)],
+            [e for e in events if e.get("name") == "model_run"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="an exported .onnx graph with a 'crops' input")
@@ -35,16 +50,11 @@ def main() -> None:
     runs = 2
     for _ in range(runs):
         session.run(None, {"crops": crops})
-    profile = session.end_profiling()
-    with open(profile) as f:
-        events = json.load(f)
-    os.unlink(profile)                                    # ONNX Runtime writes it into the working folder
     total = collections.Counter()
-    for event in events:
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            op = event["args"]["op_name"]
-            key = op + " " + re.sub(r"/blocks\.\d+/", "/blocks.N/", event["name"][:-12]) if args.by_node else op
-            total[key] += event["dur"]
+    for event in read_profile(session)[0]:
+        op = event["args"]["op_name"]
+        key = op + " " + re.sub(r"/blocks\.\d+/", "/blocks.N/", event["name"][:-len(KERNEL)]) if args.by_node else op
+        total[key] += event["dur"]
     overall = sum(total.values())
     print(f"batch {args.batch}, {args.threads} threads, kernel time per run (mean of {runs})")
     print("| operator | ms per run | share |")
