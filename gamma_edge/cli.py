@@ -28,6 +28,7 @@ COMMANDS = {
     "scenes": ("gamma_edge.scenes:scenes_command",
                "List the scenes (SDP prompt sets) a model can score."),
 }
+OWN_PACKAGES = {"gamma_edge", "export", "runtime", "training"}
 
 
 class LazyGroup(click.Group):
@@ -48,6 +49,17 @@ class LazyGroup(click.Group):
             return _unavailable(name, missing)
         return getattr(module, attr)
 
+    def invoke(self, ctx):
+        # Commands import their heavy packages when they run, not when they load (so that --help
+        # stays fast): a missing one surfaces here and gets the same sentence as a missing import above.
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            missing = (exc.name or "").split(".")[0]
+            if not missing or missing in OWN_PACKAGES:
+                raise                                        # our own code is broken: show it
+            raise click.ClickException(_missing_package(ctx.invoked_subcommand, missing)) from None
+
     def format_commands(self, ctx, formatter):
         rows = [(name, help_text) for name, (_, help_text) in COMMANDS.items()]
         with formatter.section("Commands"):
@@ -60,11 +72,14 @@ def _unavailable(name: str, missing: str) -> click.Command:
     @click.command(name=name, context_settings={"ignore_unknown_options": True})
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def stand_in(args):
-        raise click.ClickException(
-            f"'gamma-edge {name}' needs the package '{missing}', which is not installed; "
-            f"install the full toolkit with: pip install 'gamma-edge[full]'")
+        raise click.ClickException(_missing_package(name, missing))
 
     return stand_in
+
+
+def _missing_package(command: str, missing: str) -> str:
+    return (f"'gamma-edge {command}' needs the package '{missing}', which is not installed; "
+            f"install the full toolkit with: pip install 'gamma-edge[full]'")
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
