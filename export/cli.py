@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from gamma_edge.errors import user_errors
+from runtime.hardware import INT8_METHODS, PRESET_CHOICES
 
 
 @click.command("export")
@@ -19,10 +20,14 @@ from gamma_edge.errors import user_errors
               help="Folder of representative images for INT8 calibration. Default: photos made from skimage.data.")
 @click.option("--calib-count", default=300, show_default=True, type=click.IntRange(8, 100000),
               help="Number of 224x224 calibration crops.")
-@click.option("--preset", type=click.Choice(["avx2", "avx512_vnni", "arm64", "tensorrt"]), default="avx2",
-              show_default=True, help="INT8 target for ONNX Runtime (see docs/export.md).")
-@click.option("--int8-method", type=click.Choice(["static", "dynamic"]), default="static", show_default=True,
-              help="ONNX Runtime INT8: static QDQ (calibrated) or dynamic (activations quantized at run time).")
+@click.option("--preset", type=click.Choice(PRESET_CHOICES), default="auto", show_default=True,
+              help="ONNX Runtime INT8 target: auto picks it for this machine's CPU (avx2 without VNNI, "
+                   "avx512_vnni with AVX512-VNNI/AVX-VNNI/AMX, arm64); name one to build for another machine "
+                   "(tensorrt for GPUs). See docs/hardware.md; 'gamma-edge info' shows this CPU.")
+@click.option("--int8-method", type=click.Choice(INT8_METHODS), default="auto", show_default=True,
+              help="ONNX Runtime INT8: static QDQ (calibrated) or dynamic (activations quantized at run time); "
+                   "auto: the one measured fastest on this kind of CPU (dynamic on x86), falling back to static "
+                   "if it misses the fidelity gate.")
 @click.option("--out", "out_dir", type=click.Path(), default=None,
               help="Output folder. Default: gamma-SCENE-PRECISION-FORMAT in the current folder.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
@@ -41,6 +46,7 @@ def export_command(checkpoint, scene, precision, fmt, calib_dir, calib_count, pr
     Examples:
       gamma-edge export --checkpoint gamma.safetensors --scene natural
       gamma-edge export --checkpoint gamma.safetensors --scene all --int8 --calib photos/
+      gamma-edge export --checkpoint gamma.safetensors --int8 --preset avx512_vnni   # for a VNNI server
       gamma-edge export --checkpoint gamma.safetensors --scene aesthetics --format openvino --int8
     """
     from export.pipeline import export_model

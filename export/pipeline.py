@@ -7,6 +7,7 @@ manifest.json is always complete (docs/manifest.md).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -88,28 +89,38 @@ def load_model(checkpoint_or_model):
     return model.float().eval(), info
 
 
+class Int8GateMissed(GammaUserError):
+    """An INT8 graph below its fidelity gate (validate.INT8_MIN_SRCC)."""
+
+
 def export_model(checkpoint_or_model=None, out_dir: str | Path = "gamma-export", scene: str | Sequence[str] = "natural",
                  precision: str = "fp32", fmt: str = "onnx", calib_dir: str | Path | None = None,
-                 overwrite: bool = False, force: bool = False, progress: bool = True, preset: str = "avx2",
-                 int8_method: str = "static", calib_count: int = 300, optimize: bool = True) -> ExportResult:
+                 overwrite: bool = False, force: bool = False, progress: bool = True, preset: str = "auto",
+                 int8_method: str = "auto", calib_count: int = 300, optimize: bool = True,
+                 cpu=None) -> ExportResult:
     """Export a Gamma (checkpoint path or model) to a validated graph folder with a manifest.
 
     scene: a name, a comma-separated list, a list of names, or "all" (one graph, one column per scene).
-    precision: "fp32" | "fp16" (for GPUs) | "int8" (static QDQ for ONNX Runtime, NNCF for OpenVINO).
+    precision: "fp32" | "fp16" (for GPUs) | "int8" (ONNX Runtime static QDQ or dynamic; NNCF for OpenVINO).
+    preset / int8_method: "auto" picks them for `cpu` (default: this machine's, runtime.hardware); with
+    int8_method "auto", a dynamic graph that misses the fidelity gate is replaced by a static one.
     An INT8 export whose SRCC against PyTorch FP32 on the held-out crops falls below
     validate.INT8_MIN_SRCC raises GammaUserError unless force=True.
     """
     from export import calibration
-    from export.quantize import PRESETS
+    from runtime import hardware
 
     if precision not in PRECISIONS:
         raise GammaUserError(f"precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
     if fmt not in FORMATS:
         raise GammaUserError(f"format must be one of {', '.join(FORMATS)}, not '{fmt}'")
-    if preset not in PRESETS:
-        raise GammaUserError(f"unknown INT8 preset '{preset}'; known: {', '.join(PRESETS)}")
-    if int8_method not in ("static", "dynamic"):
-        raise GammaUserError(f"INT8 method must be 'static' or 'dynamic', not '{int8_method}'")
+    if preset not in hardware.PRESET_CHOICES:
+        raise GammaUserError(f"unknown INT8 preset '{preset}'; choose one of {', '.join(hardware.PRESET_CHOICES)}")
+    if int8_method not in hardware.INT8_METHODS:
+        raise GammaUserError(f"INT8 method must be one of {', '.join(hardware.INT8_METHODS)}, not '{int8_method}'")
+    cpu = cpu or hardware.detect_cpu()
+    target = Int8Target(hardware.resolve_preset(preset, cpu).name, hardware.resolve_int8_method(int8_method, cpu),
+                        preset == "auto", int8_method == "auto", cpu)
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise GammaUserError(f"output {out_dir} already exists; choose another --out or pass --overwrite")
@@ -135,8 +146,17 @@ def export_model(checkpoint_or_model=None, out_dir: str | Path = "gamma-export",
     partial.mkdir()
     try:
         with tempfile.TemporaryDirectory(prefix="gamma-export-") as scratch:
-            manifest, report = _export_into(model, checkpoint_info, scenes, precision, fmt, calib, partial,
-                                            Path(scratch), force, preset, int8_method, optimize, show, out_dir)
+            job = (model, checkpoint_info, scenes, precision, fmt, calib, partial, Path(scratch), force)
+            try:
+                manifest, report = _export_into(*job, target, optimize, show, out_dir)
+            except Int8GateMissed as missed:
+                if not (fmt == "onnx" and target.method_auto and target.method == "dynamic"):
+                    raise
+                show.step(f"dynamic INT8 missed the fidelity gate ({missed}); trying static INT8")
+                shutil.rmtree(partial)
+                partial.mkdir()
+                target = dataclasses.replace(target, method="static", method_auto=False)
+                manifest, report = _export_into(*job, target, optimize, show, out_dir)
         _move_into_place(partial, out_dir, overwrite)
     except OSError as exc:
         shutil.rmtree(partial, ignore_errors=True)
@@ -151,8 +171,27 @@ def export_model(checkpoint_or_model=None, out_dir: str | Path = "gamma-export",
                         files=sorted(p.name for p in out_dir.iterdir()))
 
 
+@dataclass(frozen=True)
+class Int8Target:
+    """What an INT8 export is built for: the resolved preset and ONNX Runtime method, whether each was
+    chosen by 'auto', and the CPU the export runs on (runtime.hardware)."""
+
+    preset: str
+    method: str
+    preset_auto: bool
+    method_auto: bool
+    cpu: object
+
+    def manifest_fields(self) -> dict:
+        """What the manifest's quantization block records about the target."""
+        from runtime.hardware import PRESETS
+
+        return {"preset": self.preset, "target": PRESETS[self.preset].target,
+                "chosen": "auto" if self.preset_auto else "given", "built_on": self.cpu.describe()}
+
+
 def _export_into(model, checkpoint_info, scenes, precision, fmt, calib, folder: Path, scratch: Path, force,
-                 preset, int8_method, optimize, show: _Progress, out_dir: Path):
+                 target: Int8Target, optimize, show: _Progress, out_dir: Path):
     from export import calibration, manifest as mf, onnx_export, validate
     from export.graph import build_graph
     from gamma_edge.checkpoint import file_sha256
@@ -176,7 +215,7 @@ def _export_into(model, checkpoint_info, scenes, precision, fmt, calib, folder: 
     quantization = None
 
     if fmt == "onnx":
-        target = folder / "model.onnx"
+        graph_file = folder / "model.onnx"
         if precision == "fp32":
             chosen = plain
             if optimize:
@@ -194,25 +233,28 @@ def _export_into(model, checkpoint_info, scenes, precision, fmt, calib, folder: 
                         show.step(f"fused graph drifts by {diff:.2g}; keeping the plain graph")
                 except Exception as exc:   # the optimizer is best-effort; the plain graph is exact
                     show.step(f"ONNX Runtime fusions unavailable ({type(exc).__name__}); keeping the plain graph")
-            shutil.copyfile(chosen, target)
+            shutil.copyfile(chosen, graph_file)
         elif precision == "fp16":
             show.step("converting to FP16")
-            onnx_export.to_fp16(plain, target)
+            onnx_export.to_fp16(plain, graph_file)
         else:
             from export import quantize
 
-            if int8_method == "static":
-                show.step(f"static INT8 (preset {preset}): calibrating on {len(calib)} crops")
+            chosen_by = f"auto for {target.cpu.kind.name}" if target.preset_auto else "given"
+            if target.method == "static":
+                show.step(f"static INT8 (preset {target.preset}, {chosen_by}): calibrating on {len(calib)} crops")
                 with show.bar(len(calib), "calibrating") as bar:
-                    quantization = quantize.quantize_static_int8(plain, target, calib, preset, progress=bar.update)
+                    quantization = quantize.quantize_static_int8(plain, graph_file, calib, target.preset,
+                                                                 progress=bar.update)
             else:
-                show.step(f"dynamic INT8 (preset {preset})")
-                quantization = quantize.quantize_dynamic_int8(plain, target, preset)
-        graph_info["operators"] = onnx_export.fusion_counts(target)
-        model_file, weights_file = target.name, None
-        files_for_size = [target]
+                show.step(f"dynamic INT8 (preset {target.preset}, {chosen_by})")
+                quantization = quantize.quantize_dynamic_int8(plain, graph_file, target.preset)
+            quantization.update(target.manifest_fields())
+        graph_info["operators"] = onnx_export.fusion_counts(graph_file)
+        model_file, weights_file = graph_file.name, None
+        files_for_size = [graph_file]
         show.step("validating the exported graph on ONNX Runtime")
-        run, providers = validate.onnxruntime_runner(target)
+        run, providers = validate.onnxruntime_runner(graph_file)
     else:
         from export import openvino_export
 
@@ -224,12 +266,13 @@ def _export_into(model, checkpoint_info, scenes, precision, fmt, calib, folder: 
             show.step(f"NNCF INT8 (TRANSFORMER preset): calibrating on {len(calib)} crops")
             with show.bar(len(calib), "calibrating (NNCF)") as bar:
                 ov_model, quantization = openvino_export.quantize_openvino_int8(ov_model, calib, progress=bar.update)
-        target = folder / "model.xml"
-        _save_ov(ov_model, target, None, precision)
-        model_file, weights_file = target.name, "model.bin"
-        files_for_size = [target, folder / "model.bin"]
+            quantization["built_on"] = target.cpu.describe()
+        graph_file = folder / "model.xml"
+        _save_ov(ov_model, graph_file, None, precision)
+        model_file, weights_file = graph_file.name, "model.bin"
+        files_for_size = [graph_file, folder / "model.bin"]
         show.step("validating the exported graph on OpenVINO")
-        run, providers = validate.openvino_runner(target)
+        run, providers = validate.openvino_runner(graph_file)
 
     try:
         parity = validate.parity_report(run, model, scenes, crops, labels, sum(p.stat().st_size for p in files_for_size),
@@ -246,7 +289,7 @@ def _export_into(model, checkpoint_info, scenes, precision, fmt, calib, folder: 
     if precision == "int8":
         parity["gate"] = {"srcc_min": validate.INT8_MIN_SRCC, "passed": bool(parity["srcc"] >= validate.INT8_MIN_SRCC)}
         if not parity["gate"]["passed"] and not force:
-            raise GammaUserError(
+            raise Int8GateMissed(
                 f"INT8 graph misses its fidelity gate: SRCC {parity['srcc']:.4f} against PyTorch FP32 on "
                 f"{len(crops)} held-out crops, below {validate.INT8_MIN_SRCC}; calibrate on more representative "
                 f"images with --calib DIR, export FP32 instead, or pass --force to write it anyway")
@@ -258,16 +301,29 @@ def _export_into(model, checkpoint_info, scenes, precision, fmt, calib, folder: 
         quantization=quantization, graph=graph_info)
     show.step("embedding the manifest and writing manifest.json")
     if fmt == "onnx":
-        mf.embed_in_onnx(target, manifest)
-        manifest["model"]["sha256"] = file_sha256(target)
+        mf.embed_in_onnx(graph_file, manifest)
+        manifest["model"]["sha256"] = file_sha256(graph_file)
     else:
         import openvino as ov
 
-        _save_ov(ov.Core().read_model(str(target)), target, mf.embedded_copy(manifest), precision, rewrite=True)
-        manifest["model"]["sha256"] = file_sha256(target)
+        _save_ov(ov.Core().read_model(str(graph_file)), graph_file, mf.embedded_copy(manifest), precision, rewrite=True)
+        manifest["model"]["sha256"] = file_sha256(graph_file)
         manifest["model"]["weights_sha256"] = file_sha256(folder / "model.bin")
     mf.write_manifest(folder, manifest)
-    return manifest, validate.format_report(manifest, out_dir)
+    return manifest, validate.format_report(manifest, out_dir) + "\n" + recommendation(target.cpu, manifest)
+
+
+def recommendation(cpu, manifest: dict) -> str:
+    """The line after every export that leads to the fastest faithful INT8 path for this CPU."""
+    kind = cpu.kind
+    quantization = manifest.get("quantization") or {}
+    made = (manifest["model"]["precision"] == "int8"
+            and manifest["model"]["kind"] == kind.int8_format
+            and (kind.int8_format == "openvino" or quantization.get("method") in (kind.ort_int8_method, None)))
+    head = (f"this CPU ({cpu.model}, {kind.name}): "
+            + ("this export is the fastest faithful INT8 path measured for it"
+               if made else f"the fastest faithful INT8 path is 'gamma-edge export {kind.recommended}'"))
+    return f"{head} ({kind.why}; docs/hardware.md)"
 
 
 def _save_ov(ov_model, target: Path, manifest_json, precision, rewrite: bool = False) -> None:

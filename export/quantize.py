@@ -20,37 +20,13 @@ import contextlib
 import logging
 import re
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Int8Preset:
-    """How to quantize for one kind of target."""
-
-    name: str
-    activation_type: str            # "QUInt8" | "QInt8"
-    weight_type: str                # "QUInt8" | "QInt8"
-    reduce_range: bool              # 7-bit weights: avoids u8*s8 overflow in VPMADDUBSW without VNNI
-    symmetric_activations: bool
-    per_channel: bool = True
-    description: str = ""
-
-
-PRESETS = {
-    "avx2": Int8Preset("avx2", "QUInt8", "QInt8", True, False,
-                       description="x86 without VNNI (this machine): u8 activations, 7-bit s8 weights"),
-    "avx512_vnni": Int8Preset("avx512_vnni", "QUInt8", "QInt8", False, False,
-                              description="x86 with AVX512-VNNI / AVX-VNNI / AMX: u8 activations, s8 weights"),
-    "arm64": Int8Preset("arm64", "QUInt8", "QInt8", False, False,
-                        description="ARM64 (NEON / dot-product): u8 activations, s8 weights"),
-    "tensorrt": Int8Preset("tensorrt", "QInt8", "QInt8", False, True,
-                           description="TensorRT execution provider: symmetric s8/s8"),
-}
-DEFAULT_PRESET = "avx2"
+from runtime.hardware import PRESETS   # the preset table is shared with the runtime's fit check
 
 
 @contextlib.contextmanager
@@ -129,7 +105,7 @@ def collect_ranges(model_path: Path, tensor_names: list[str], batches: list[np.n
     return {n: (np.float32(lo[n]), np.float32(hi[n])) for n in tensor_names}
 
 
-def quantize_static_int8(src: Path, dst: Path, calibration: np.ndarray, preset: str = DEFAULT_PRESET,
+def quantize_static_int8(src: Path, dst: Path, calibration: np.ndarray, preset: str,
                          batch: int = 8, progress: Callable[[int], None] | None = None) -> dict:
     """Static QDQ INT8 of the graph at `src` into `dst`; returns the settings used (for the manifest)."""
     import onnx
@@ -164,7 +140,7 @@ def quantize_static_int8(src: Path, dst: Path, calibration: np.ndarray, preset: 
                          "the class-token-only last block, head"}
 
 
-def quantize_dynamic_int8(src: Path, dst: Path, preset: str = DEFAULT_PRESET) -> dict:
+def quantize_dynamic_int8(src: Path, dst: Path, preset: str) -> dict:
     """Dynamic INT8 (weights int8 offline, activations quantized per batch at run time)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -175,6 +151,6 @@ def quantize_dynamic_int8(src: Path, dst: Path, preset: str = DEFAULT_PRESET) ->
         quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], nodes_to_quantize=quantize,
                          per_channel=settings.per_channel, reduce_range=settings.reduce_range,
                          weight_type=getattr(QuantType, settings.weight_type))
-    return {"method": "dynamic", "preset": preset, "weight_type": settings.weight_type,
+    return {"method": "dynamic", "preset": preset, "target": settings.target, "weight_type": settings.weight_type,
             "reduce_range": settings.reduce_range, "per_channel": settings.per_channel,
             "quantized_nodes": len(quantize)}

@@ -87,22 +87,21 @@ def onnxruntime_runner(path: str | Path, threads: int | None = None) -> tuple[Ca
     return (lambda crops: session.run(None, {input_name: crops})[0]), session.get_providers()
 
 
-def openvino_runner(xml: str | Path, threads: int | None = None) -> tuple[Callable, list[str]]:
-    """A function crops -> scores on OpenVINO's CPU plugin (LATENCY hint; DESIGN.md sec. 5)."""
+def openvino_runner(xml: str | Path, threads: int | None = None, precision: str = "fp32") -> tuple[Callable, list[str]]:
+    """A function crops -> scores on OpenVINO's CPU plugin in `precision` (fp32 unless bf16 is asked: the
+    plugin would pick bf16 by itself on AVX512_BF16 / AMX CPUs), and what it runs on, precision read back."""
     import openvino as ov
 
-    core = ov.Core()
-    config = {"PERFORMANCE_HINT": "LATENCY"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    compiled = core.compile_model(str(xml), "CPU", config)
+    from runtime.backends import compile_openvino, openvino_precision
+
+    compiled = compile_openvino(ov.Core(), str(xml), "CPU", precision, threads)
     request = compiled.create_infer_request()
 
     def run(crops):
         request.infer({0: crops})
         return request.get_output_tensor(0).data.copy()
 
-    return run, ["openvino:CPU"]
+    return run, [f"openvino:CPU:{openvino_precision(compiled)}"]
 
 
 def parity_report(run: Callable, model, scenes: Sequence[str], crops: np.ndarray, labels: Sequence[str],

@@ -25,6 +25,8 @@ COMMANDS = {
                 "Import the official Gamma weights (.pth) into a gamma-edge checkpoint."),
     "benchmark": ("runtime.benchmark_cli:benchmark_command",
                   "Measure size, load time, latency and fidelity of each backend and precision."),
+    "info": ("runtime.info_cli:info_command",
+             "Show the CPU, engines and native precisions here, and the INT8 path to export for it."),
     "scenes": ("gamma_edge.scenes:scenes_command",
                "List the scenes (SDP prompt sets) a model can score."),
 }

@@ -114,10 +114,12 @@ def demo_command(out: Path, threads):
         # 2. engines and precisions agree
         click.echo("\n2. Parity on the same images (vs ONNX Runtime FP32)")
         parity = {}
-        others = [("OpenVINO FP32", Scorer(models / "demo", backend="openvino", device="cpu", threads=threads))]
+        others = [Scorer(models / "demo", backend="openvino", device="cpu", threads=threads)]
         if (models / "demo-int8" / "manifest.json").is_file():
-            others.append(("ONNX Runtime INT8", Scorer(models / "demo-int8", backend="onnxruntime", device="cpu",
-                                                        threads=threads)))
+            others.append(Scorer(models / "demo-int8", backend="onnxruntime", device="cpu", threads=threads))
+        engines = {"OnnxRuntimeBackend": "ONNX Runtime", "OpenVINOBackend": "OpenVINO"}
+        # each engine is named with the precision it reports having compiled, not the one it was meant to run
+        others = [(f"{engines[type(s.backend).__name__]} {s.backend.precision.upper()}", s) for s in others]
         images = [image for *_, image in items]
         for name, scorer in others:
             scores = np.array([row.score for row in scorer.score_many(images)])

@@ -14,16 +14,18 @@ from typing import Protocol
 
 import numpy as np
 
+from . import hardware
 from .errors import RuntimeUserError
+from .hardware import CpuInfo, PRECISIONS
 from .manifest import Manifest
 
 BACKENDS = ("auto", "onnxruntime", "openvino")
 DEVICES = ("auto", "cpu", "cuda", "tensorrt", "gpu", "npu")
-PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
 
 class Backend(Protocol):
     notes: list[str]           # warnings worth one line each to the user
+    precision: str             # what actually runs, read back from the session / compiled model
 
     def run(self, crops: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, 3) BGR crops -> float32 (N, S) scores."""
@@ -40,9 +42,10 @@ def available_cores() -> int:
 
 
 def load_backend(manifest: Manifest, backend: str = "auto", device: str = "auto",
-                 threads: int | None = None, precision: str = "auto") -> Backend:
+                 threads: int | None = None, precision: str = "auto", cpu: CpuInfo | None = None) -> Backend:
     """The backend for this model: ONNX Runtime for kind "onnx", OpenVINO for kind
-    "openvino" (OpenVINO also reads .onnx files), unless `backend` says otherwise."""
+    "openvino" (OpenVINO also reads .onnx files), unless `backend` says otherwise.
+    `cpu` (default: the host's, runtime.hardware) decides bf16 and the INT8 fit notes."""
     if backend not in BACKENDS:
         raise RuntimeUserError(f"backend {backend!r} is unknown; choose one of {', '.join(BACKENDS)}")
     if device not in DEVICES:
@@ -56,15 +59,26 @@ def load_backend(manifest: Manifest, backend: str = "auto", device: str = "auto"
             backend = "openvino"
         elif device in ("cuda", "tensorrt"):
             backend = "onnxruntime"
+        elif precision == "bf16":
+            backend = "openvino"                     # only OpenVINO computes in bf16; it reads .onnx too
         else:
             backend = "onnxruntime" if manifest.model_kind == "onnx" else "openvino"
+    cpu = cpu or hardware.detect_cpu()
+    quantization = manifest.raw.get("quantization") if manifest.precision == "int8" else None
+    hardware.check_int8_preset(quantization)        # a preset we do not know: refused before loading
     if backend == "onnxruntime":
         if manifest.model_kind != "onnx":
             raise RuntimeUserError(
                 f"'{manifest.model_file.name}' is an OpenVINO model, which ONNX Runtime cannot run; "
                 f"use --backend openvino or an ONNX export")
-        return OnnxRuntimeBackend(manifest, device, threads, precision)
-    return OpenVINOBackend(manifest, device, threads, precision)
+        hardware.check_onnxruntime_precision(precision)
+        loaded: Backend = OnnxRuntimeBackend(manifest, device, threads, precision)
+        engine_device = "CPU" if loaded.providers[0] == "CPUExecutionProvider" else "GPU"
+    else:
+        loaded = OpenVINOBackend(manifest, device, threads, precision, cpu)
+        engine_device = loaded.target
+    loaded.notes += hardware.int8_notes(quantization, engine_device, cpu)
+    return loaded
 
 
 def _check_output(scores, manifest: Manifest, count: int) -> np.ndarray:
@@ -162,8 +176,11 @@ class OnnxRuntimeBackend:
                 "serve an FP16 export on CUDA, or INT8 only with --device tensorrt")
         if got == "CPUExecutionProvider" and model_precision == "fp16":
             self.notes.append("an FP16 graph runs slowly on a CPU; export FP32 or INT8 for CPU")
-        self.precision = ("fp16" if got == "TensorrtExecutionProvider" and model_precision == "fp32"
-                          and precision in ("auto", "fp16") else model_precision)
+        self.precision = model_precision      # the CPU and CUDA providers run the graph's own types
+        if got == "TensorrtExecutionProvider":  # TensorRT may build FP16 engines: read back what it was given
+            options = self.session.get_provider_options().get(got, {})
+            if str(options.get("trt_fp16_enable", "0")).lower() in ("1", "true") and model_precision == "fp32":
+                self.precision = "fp16"
         self.input_name, self.output_name = manifest.input_name, manifest.output_name
         names = [i.name for i in self.session.get_inputs()]
         if self.input_name not in names:
@@ -215,7 +232,7 @@ class OpenVINOBackend:
     """OpenVINO on CPU, or on GPU / NPU where OpenVINO sees them. It reads IR or ONNX."""
 
     def __init__(self, manifest: Manifest, device: str = "auto", threads: int | None = None,
-                 precision: str = "auto"):
+                 precision: str = "auto", cpu: CpuInfo | None = None):
         import openvino as ov
 
         self.manifest = manifest
@@ -232,6 +249,7 @@ class OpenVINOBackend:
         if precision == "int8" and manifest.precision != "int8":
             raise RuntimeUserError(
                 f"this model was exported as {manifest.precision}; INT8 needs an INT8 export (export --int8)")
+        asked = hardware.openvino_float_precision(manifest.precision, precision, target, cpu or hardware.detect_cpu())
         try:
             model = core.read_model(str(manifest.model_file))
         except Exception as exc:  # openvino raises RuntimeError subclasses of its own
@@ -242,24 +260,22 @@ class OpenVINOBackend:
         # NPUs compile static shapes only; elsewhere keep the batch dynamic.
         self.batch = manifest.batch or (8 if target == "NPU" else None)
         model.reshape({model.input(manifest.input_name).any_name: [self.batch or -1, size, size, 3]})
-        config = {"PERFORMANCE_HINT": "LATENCY"}   # THROUGHPUT with synchronous infer runs at half speed
-        self.threads = None
-        if target == "CPU":
-            self.threads = threads or available_cores()
-            config["INFERENCE_NUM_THREADS"] = self.threads
-        if precision in ("fp32", "fp16"):
-            config["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "fp16": "f16"}[precision]
+        self.threads = (threads or available_cores()) if target == "CPU" else None
         try:
-            self.compiled = core.compile_model(model, target, config)
+            self.compiled = compile_openvino(core, model, target, asked, self.threads)
         except Exception as exc:
             raise RuntimeUserError(
-                f"OpenVINO could not compile the model for {target} with {precision} precision "
+                f"OpenVINO could not compile the model for {target} with {asked} precision "
                 f"({str(exc).splitlines()[0][:200]}); try --device cpu or --precision auto") from None
         self.request = self.compiled.create_infer_request()
         self.output = self.compiled.output(manifest.output_name)
         self.target = target
-        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT") if target == "CPU" else precision
-        self.precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+        self.float_precision = openvino_precision(self.compiled) or asked
+        if self.float_precision != asked:
+            self.notes.append(f"{asked} was asked but OpenVINO compiled the model in {self.float_precision} "
+                              f"(its {target} plugin has no native {asked} here); scores are {self.float_precision}")
+        self.precision = ("int8" if self.float_precision == "fp32" else f"int8+{self.float_precision}") \
+            if manifest.precision == "int8" else self.float_precision
 
     def _infer(self, chunk: np.ndarray) -> np.ndarray:
         self.request.infer({0: chunk})
@@ -272,4 +288,27 @@ class OpenVINOBackend:
     def describe(self) -> str:
         threads = f", {self.threads} threads" if self.threads else ""
         return (f"OpenVINO on {self.target} (model precision {self.manifest.precision}, "
-                f"inference precision {self.precision}{threads}), model {self.manifest.model_file}")
+                f"inference precision {self.float_precision}{threads}), model {self.manifest.model_file}")
+
+
+def compile_openvino(core, model, target: str = "CPU", precision: str = "fp32", threads: int | None = None):
+    """Every OpenVINO compile of this project goes through here, so each one states its inference
+    precision: the CPU plugin picks bf16 by itself on AVX512_BF16 / AMX CPUs (and f16 on ARM) unless
+    told, which moves FP32 scores by up to 6e-3 (DESIGN.md sec. 5). `precision` is ours (fp32, bf16,
+    fp16); NPUs take no precision hint. LATENCY hint: THROUGHPUT with synchronous infer runs at half speed."""
+    config = {"PERFORMANCE_HINT": "LATENCY"}
+    if target != "NPU":
+        config["INFERENCE_PRECISION_HINT"] = hardware.OPENVINO_HINTS[precision]
+    if threads and target == "CPU":
+        config["INFERENCE_NUM_THREADS"] = threads
+    return core.compile_model(model, target, config)
+
+
+def openvino_precision(compiled) -> str | None:
+    """The inference precision a compiled model really runs in (our name), read back from OpenVINO."""
+    try:
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+    except Exception:  # a device without the property (NPU)
+        return None
+    text = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+    return hardware.FROM_OPENVINO.get(text, text)

@@ -164,6 +164,7 @@ def measure(models: list[Path], images, labels, crops: str | None, threads: int 
                 row._backend = load_backend(manifest, backend, device, threads)
                 row._backend.run(per_image[0][:1])  # first inference builds kernels; part of loading
                 row.describe = row._backend.describe()
+                row.precision = row._backend.precision       # what runs, read back, not the manifest's word
             except RuntimeUserError as exc:
                 row.error = str(exc)
             row.load_s = time.perf_counter() - t0

@@ -361,6 +361,8 @@ class RunOptions:
 @dataclass
 class Summary:
     source: str
+    engine: str = ""                 # the backend's own description: engine, device, precision read back
+    precision: str = ""
     frames_read: int = 0
     scored: int = 0
     skipped: int = 0
@@ -378,7 +380,8 @@ class Summary:
         scores = np.asarray(self.scores, dtype=np.float64)
         latencies = np.asarray(self.latencies_ms, dtype=np.float64)
         return {
-            "event": "summary", "source": self.source, "frames_read": self.frames_read,
+            "event": "summary", "source": self.source, "engine": self.engine, "precision": self.precision,
+            "frames_read": self.frames_read,
             "scored": self.scored, "skipped": self.skipped, "dropped": self.dropped, "blank": self.blank,
             "settling": self.settling, "reconnects": self.reconnects, "low": self.low,
             "mean_score": round(float(scores.mean()), 6) if scores.size else None,
@@ -513,7 +516,8 @@ class StreamRunner:
 
     def run(self) -> Summary:
         options = self.options
-        summary = Summary(self.source.text)
+        summary = Summary(self.source.text, engine=self.scorer.backend.describe(),
+                          precision=self.scorer.backend.precision)
         selector = Selector(options.every, options.max_fps)
         window = Window() if options.show else None
         video = AnnotatedVideo(options.save) if options.save else None   # checked before any thread starts

@@ -46,7 +46,8 @@ def int8_export(model, tmp_path_factory):
     from export import export_model
 
     out = tmp_path_factory.mktemp("int8") / "natural-int8"
-    return export_model(model, out, scene="natural", precision="int8", force=True, progress=False, calib_count=96)
+    return export_model(model, out, scene="natural", precision="int8", int8_method="static", preset="avx2",
+                        force=True, progress=False, calib_count=96)
 
 
 def test_ort_int8_keeps_the_ranking_of_distorted_photos(int8_export, ladder):
@@ -79,11 +80,13 @@ def test_static_int8_onnx_scores_the_same_on_openvino(int8_export, ladder):
     import onnxruntime as ort
     import openvino as ov
 
+    from runtime.backends import compile_openvino
+
     crops, _ = ladder
     path = int8_export.out_dir / "model.onnx"
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     expected = session.run(None, {"crops": crops[:8]})[0]
-    got = ov.Core().compile_model(str(path), "CPU")(crops[:8])[0]
+    got = compile_openvino(ov.Core(), str(path))(crops[:8])[0]
     assert np.abs(got - expected).max() < 0.02
 
 
