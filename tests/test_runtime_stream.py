@@ -146,6 +146,7 @@ def test_live_source_keeps_only_the_newest_frame(scorer):
     class SlowScorer:
         def __init__(self, inner):
             self.inner, self.scenes, self.scene, self.preprocess = inner, inner.scenes, inner.scene, inner.preprocess
+            self.backend = inner.backend
 
         def score_crops(self, crops):
             threading.Event().wait(0.03)
