@@ -3,11 +3,14 @@
     python benchmarks/bench_export.py [--checkpoint gamma.safetensors] [--threads 2] [--rounds 3]
 
 Exports the graph through export_model (the product path: fused MoAE, folded
-input, constant text) as ORT FP32, ORT INT8 (static QDQ, avx2 preset), ORT INT8
-dynamic, OpenVINO FP32 and OpenVINO INT8 (NNCF), plus an ORT FP32 graph with the
-MoAE left unfused and the last block computed for every token (export rewrites 3
-and 5 undone) to show what those rewrites buy, and times them against PyTorch
-eager FP32 at batch 1 and batch 10 crops. The configurations are interleaved
+input, constant text) as ORT FP32, ORT INT8 static and dynamic for every preset
+that runs faithfully on this CPU (runtime.hardware.applicable_presets: avx2
+everywhere on x86, avx512_vnni too where the CPU has VNNI), OpenVINO FP32 (and
+bf16 where the CPU computes bf16 natively) and OpenVINO INT8 (NNCF), plus an ORT
+FP32 graph with the MoAE left unfused and the last block computed for every
+token (export rewrites 3 and 5 undone) to show what those rewrites buy, and times
+them against PyTorch eager FP32 (and eager bf16 autocast, what a user on an AMX
+machine tries first) at batch 1 and batch 10 crops. The header names the CPU. The configurations are interleaved
 (A B C ... A B C ...) in one process with a 4096^2 float32 GEMM probe in every
 round, because this machine's speed drifts by up to 2x (DESIGN.md sec. 5);
 medians are reported and each speed is also given as a fraction of the GEMM peak.
@@ -115,11 +118,17 @@ def main() -> None:
     reference = reference_scores(model, val, ["natural"])
     print(f"reference scores: {time.perf_counter() - t0:.0f}s, spread (std) {reference.std():.4g}", flush=True)
 
-    exports = {"ORT FP32": dict(precision="fp32", fmt="onnx"),
-               "ORT INT8 static": dict(precision="int8", fmt="onnx", int8_method="static"),
-               "ORT INT8 dynamic": dict(precision="int8", fmt="onnx", int8_method="dynamic"),
-               "OpenVINO FP32": dict(precision="fp32", fmt="openvino"),
-               "OpenVINO INT8": dict(precision="int8", fmt="openvino")}
+    from runtime import hardware
+
+    cpu = hardware.detect_cpu()
+    print(f"CPU: {cpu.describe()}; kind {cpu.kind.name}", flush=True)
+    exports = {"ORT FP32": dict(precision="fp32", fmt="onnx")}
+    for preset in hardware.applicable_presets(cpu):
+        for method in ("static", "dynamic"):
+            exports[f"ORT INT8 {method} {preset}"] = dict(precision="int8", fmt="onnx", int8_method=method,
+                                                         preset=preset)
+    exports["OpenVINO FP32"] = dict(precision="fp32", fmt="openvino")
+    exports["OpenVINO INT8"] = dict(precision="int8", fmt="openvino")
     runners, meta = {}, {}
     text = None
     with torch.no_grad():
@@ -129,10 +138,19 @@ def main() -> None:
         with torch.no_grad():
             return model.head(model.image_features(crops_to_images(crops)), text, model.clip.logit_scale).numpy()
 
+    def eager_bf16(crops):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return model.head(model.image_features(crops_to_images(crops)), text, model.clip.logit_scale).float().numpy()
+
+    eager_bytes = sum(p.numel() * 4 for n, p in model.named_parameters()
+                      if not n.startswith("clip.transformer") and "token_embedding" not in n)
     runners["PyTorch eager FP32"] = eager
-    meta["PyTorch eager FP32"] = {"bytes": sum(p.numel() * 4 for n, p in model.named_parameters()
-                                               if not n.startswith("clip.transformer") and "token_embedding" not in n),
+    meta["PyTorch eager FP32"] = {"bytes": eager_bytes,
                                   "flops": graph_flops(model.config, class_token_only=False)}  # no rewrite 5
+    if "PyTorch eager bf16 autocast" not in skip:
+        runners["PyTorch eager bf16 autocast"] = eager_bf16
+        meta["PyTorch eager bf16 autocast"] = {"bytes": eager_bytes, "measure": True,
+                                               "flops": graph_flops(model.config, class_token_only=False)}
     for name, kw in exports.items():
         if name in skip:
             continue
@@ -152,17 +170,25 @@ def main() -> None:
                       "export_s": round(time.perf_counter() - t0, 1)}
         print(f"{'reused' if reused else 'exported'} {name} in {meta[name]['export_s']}s: max|diff| {p['max_abs_diff']:.3g} "
               f"SRCC {p['srcc']}", flush=True)
+        if name == "OpenVINO FP32" and cpu.native_bf16 and "OpenVINO bf16" not in skip:
+            runners["OpenVINO bf16"] = openvino_runner(file, args.threads, precision="bf16")[0]
+            meta["OpenVINO bf16"] = {"bytes": p["file_bytes"], "measure": True}
     unrewritten = "ORT FP32 without rewrites 3 and 5"
     if unrewritten not in skip:
         plain, fused = work / "unrewritten-plain.onnx", work / "unrewritten.onnx"
         if not (args.reuse and fused.is_file()):
             export_onnx(build_graph(model, ["natural"], fuse_moae=False, class_token_only=False), plain)
-            optimize_for_onnxruntime(plain, fused, 12, model.clip.visual.transformer.width)
+            optimize_for_onnxruntime(plain, fused, model.clip.visual.transformer.resblocks[0].attn.num_heads,
+                                     model.clip.visual.transformer.width)
         runners[unrewritten] = onnxruntime_runner(fused, args.threads)[0]
         got = np.concatenate([runners[unrewritten](val[i:i + 8]) for i in range(0, len(val), 8)])
         meta[unrewritten] = {"bytes": fused.stat().st_size, "max_abs_diff": float(np.abs(got - reference).max()),
                              "srcc": spearman(reference[:, 0], got[:, 0]),
                              "flops": graph_flops(model.config, class_token_only=False)}
+
+    for name in [n for n in runners if meta[n].get("measure")]:    # rows without an export of their own
+        got = np.concatenate([runners[name](val[i:i + 8]) for i in range(0, len(val), 8)])
+        meta[name].update(max_abs_diff=float(np.abs(got - reference).max()), srcc=spearman(reference[:, 0], got[:, 0]))
 
     crops = val[:10]
     times = {name: {1: [], 10: []} for name in runners}
@@ -192,7 +218,8 @@ def main() -> None:
             row[f"peak_frac_b{b}"] = meta[name].get("flops", flops) / per_crop / 1e9 / peak
         rows.append(row)
 
-    print(f"\nGamma ViT-B/16 MoAE graph, {flops / 1e9:.1f} GFLOP per 224 crop as exported "
+    print(f"\nCPU: {cpu.describe()}")
+    print(f"Gamma {model.config.backbone_name} MoAE graph, {flops / 1e9:.1f} GFLOP per 224 crop as exported "
           f"({graph_flops(model.config, False) / 1e9:.1f} without rewrite 5), {args.threads} threads, "
           f"GEMM probe median {peak:.0f} GFLOP/s (range {min(gemm):.0f}-{max(gemm):.0f}), "
           f"{args.rounds} interleaved rounds, medians\n")
@@ -206,7 +233,8 @@ def main() -> None:
               f"{row['ms_per_crop_b10']:.0f} | {row['img_s_b10']:.2f} | {row['speedup_b10']:.2f} | "
               f"{row['peak_frac_b10']:.0%} | {row['size_mb']:.0f} | {diff} | {srcc} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"flops_per_crop": flops, "gemm_gflops": gemm, "rows": rows,
+        Path(args.json).write_text(json.dumps({"cpu": cpu.describe(), "flops_per_crop": flops, "gemm_gflops": gemm,
+                                               "rows": rows,
                                                "threads": args.threads, "rounds": args.rounds}, indent=2))
 
 
