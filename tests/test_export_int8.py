@@ -105,27 +105,87 @@ def test_int8_gate_fails_with_a_clear_message_unless_forced(model, tmp_path, mon
     assert (tmp_path / "forced" / "manifest.json").exists()
 
 
-def test_openvino_int8_is_quantized_and_close(model, ladder, tmp_path):
+def test_openvino_int8_keeps_the_ranking_of_distorted_photos(model, ladder, tmp_path):
+    """NNCF INT8 asserted like ONNX Runtime INT8: really quantized, the ranking kept, close but not the
+    FP32 graph, the manifest's parity figures the ones measured. Measured on this model with 96
+    calibration crops: SRCC 0.990, max |diff| 0.032 (AMD EPYC, AVX2)."""
     import openvino as ov
 
     from export import export_model
+    from export.validate import spearman
+    from runtime.backends import compile_openvino
 
     crops, reference = ladder
     result = export_model(model, tmp_path / "ov-int8", precision="int8", fmt="openvino", force=True,
-                          progress=False, calib_count=64)
+                          progress=False, calib_count=96)
     ir = ov.Core().read_model(str(result.out_dir / "model.xml"))
-    assert any(op.get_type_name() == "FakeQuantize" for op in ir.get_ops())
-    scores = ov.Core().compile_model(ir, "CPU")({0: crops})[0]
-    assert np.abs(scores - reference).max() < 0.25 and np.isfinite(scores).all()
-    assert result.manifest["quantization"]["model_type"] == "TRANSFORMER"
-    assert 0 <= result.manifest["parity"]["srcc"] <= 1 or np.isnan(result.manifest["parity"]["srcc"])
+    assert sum(op.get_type_name() == "FakeQuantize" for op in ir.get_ops()) > 10
+    scores = compile_openvino(ov.Core(), ir)({0: crops})[0]
+    rho = spearman(reference[:, 0], scores[:, 0])
+    assert rho >= ORT_INT8_MIN_SPEARMAN, f"OpenVINO INT8 Spearman vs FP32 {rho:.4f}"
+    assert 1e-6 < np.abs(scores - reference).max() < 0.06
+    manifest = result.manifest
+    assert manifest["quantization"]["model_type"] == "TRANSFORMER" and manifest["quantization"]["method"] == "nncf-ptq"
+    assert manifest["parity"]["srcc"] == pytest.approx(rho, abs=1e-6)
+    assert manifest["parity"]["max_abs_diff"] == pytest.approx(float(np.abs(scores - reference).max()), abs=1e-6)
+
+
+@pytest.mark.parametrize("cpu_name, preset", [("EPYC_AVX2", "avx2"), ("EPYC_ZEN4", "avx512_vnni"),
+                                              ("GRAVITON", "arm64")])
+def test_auto_preset_follows_the_cpu(model, tmp_path, cpu_name, preset):
+    import test_hardware
+
+    from export import export_model
+
+    cpu = getattr(test_hardware, cpu_name)
+    result = export_model(model, tmp_path / "auto", precision="int8", force=True, progress=False, cpu=cpu)
+    q = result.manifest["quantization"]
+    assert (q["preset"], q["method"], q["chosen"]) == (preset, cpu.kind.ort_int8_method, "auto")
+    assert q["built_on"] == cpu.describe() and q["target"] == hardware_presets()[preset].target
+    assert cpu.model in result.report and "fastest faithful INT8 path" in result.report
+
+
+def hardware_presets():
+    from runtime.hardware import PRESETS
+
+    return PRESETS
+
+
+def test_auto_method_falls_back_to_static_when_dynamic_misses_the_gate(model, tmp_path, monkeypatch):
+    """auto picks the method measured fastest (dynamic on x86); a dynamic graph below the gate is
+    replaced by a calibrated static one instead of stopping the export."""
+    from export import export_model, quantize, validate
+    from test_hardware import EPYC_AVX2
+
+    tried = []
+    real_dynamic, real_report = quantize.quantize_dynamic_int8, validate.parity_report
+
+    def dynamic(*args, **kwargs):
+        tried.append("dynamic")
+        return real_dynamic(*args, **kwargs)
+
+    def report(*args, **kwargs):                      # the first graph measured, the dynamic one, "misses"
+        measured = real_report(*args, **kwargs)
+        reports.append(measured["srcc"])
+        return dict(measured, srcc=0.5) if len(reports) == 1 else measured
+
+    reports = []
+    monkeypatch.setattr(quantize, "quantize_dynamic_int8", dynamic)
+    monkeypatch.setattr(validate, "parity_report", report)
+    monkeypatch.setattr(validate, "INT8_MIN_SRCC", 0.9)      # the tiny random model's static graph: about 0.97
+    result = export_model(model, tmp_path / "fallback", precision="int8", progress=False, calib_count=32,
+                          cpu=EPYC_AVX2)
+    assert tried == ["dynamic"] and len(reports) == 2
+    assert result.manifest["quantization"]["method"] == "static-qdq"
+    assert result.manifest["parity"]["gate"]["passed"]
+    assert not list(tmp_path.glob(".*"))                 # no partial folder left
 
 
 def test_presets_and_calibration_folder(tmp_path):
     import cv2
 
     from export.calibration import calibration_set_from_folder, default_calibration_set, validation_set
-    from export.quantize import PRESETS
+    from runtime.hardware import PRESETS
 
     assert PRESETS["avx2"].reduce_range and PRESETS["avx2"].activation_type == "QUInt8"
     assert PRESETS["tensorrt"].symmetric_activations and PRESETS["tensorrt"].activation_type == "QInt8"
