@@ -20,6 +20,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from . import hardware
 from .backends import cuda_driver_present, tensorrt_present, load_backend
 from .crops import Preprocess
 from .errors import RuntimeUserError
@@ -122,8 +123,10 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def engines_for(kind: str) -> list[tuple[str, str]]:
-    """(backend, device) pairs worth trying for a model kind on this machine."""
+def engines_for(kind: str, precision: str = "fp32", cpu: hardware.CpuInfo | None = None) -> list[tuple[str, str, str]]:
+    """(backend, device, precision asked) worth trying for a model on this machine: every engine in the
+    model's own precision, and OpenVINO in bf16 too where the CPU computes bf16 natively."""
+    cpu = cpu or hardware.detect_cpu()
     pairs = []
     if kind == "onnx":
         pairs.append(("onnxruntime", "cpu"))
@@ -144,11 +147,15 @@ def engines_for(kind: str) -> list[tuple[str, str]]:
             pairs.append(("openvino", "gpu"))
     except ImportError:
         pass
-    return pairs
+    triples = [(backend, device, "auto") for backend, device in pairs]
+    if cpu.native_bf16 and precision in ("fp32", "int8"):
+        triples.insert(triples.index(("openvino", "cpu", "auto")) + 1, ("openvino", "cpu", "bf16"))
+    return triples
 
 
 def measure(models: list[Path], images, labels, crops: str | None, threads: int | None, runs: int,
-            progress: bool = True) -> tuple[list[Row], dict]:
+            progress: bool = True, cpu: hardware.CpuInfo | None = None) -> tuple[list[Row], dict]:
+    cpu = cpu or hardware.detect_cpu()
     manifests = [load_manifest(m) for m in models]
     preprocess = Preprocess.from_manifest(manifests[0], crops)
     per_image = [preprocess(image) for _, image in images]
@@ -156,12 +163,12 @@ def measure(models: list[Path], images, labels, crops: str | None, threads: int 
     rows: list[Row] = []
     for manifest in manifests:
         size = sum(f.stat().st_size for f in manifest.folder.iterdir() if f.is_file() and f.suffix != ".json")
-        for backend, device in engines_for(manifest.model_kind):
+        for backend, device, asked in engines_for(manifest.model_kind, manifest.precision, cpu):
             row = Row(model=manifest.folder.name, precision=manifest.precision, engine=f"{backend}/{device}",
                       size_mb=size / 1e6, crop_batch=crop_batch)
             t0 = time.perf_counter()
             try:
-                row._backend = load_backend(manifest, backend, device, threads)
+                row._backend = load_backend(manifest, backend, device, threads, asked, cpu=cpu)
                 row._backend.run(per_image[0][:1])  # first inference builds kernels; part of loading
                 row.describe = row._backend.describe()
                 row.precision = row._backend.precision       # what runs, read back, not the manifest's word
@@ -182,7 +189,8 @@ def measure(models: list[Path], images, labels, crops: str | None, threads: int 
             bar.update(1)
     bar.close()
     scene_column = 0
-    reference_row = next((r for r in live if r.precision == "fp32" and r.engine == "onnxruntime/cpu"), live[0])
+    reference_row = next((r for r in live if r.precision == "fp32" and r.engine == "onnxruntime/cpu"),
+                         next((r for r in live if r.precision == "fp32"), live[0]))
     scores = {}
     for row in live:
         scores[id(row)] = np.array([row._backend.run(c)[:, scene_column].mean() for c in per_image])
@@ -199,7 +207,9 @@ def measure(models: list[Path], images, labels, crops: str | None, threads: int 
             row.plcc_vs_labels = pearson(s, labels)
     context = {"images": len(images), "crops_per_image": crop_batch, "crop_protocol": preprocess_name(preprocess),
                "reference": f"{reference_row.model} on {reference_row.engine}", "runs": runs,
-               "threads": threads, "gemm_gflops": gemm_probe(), "labels": labels is not None}
+               "threads": threads, "gemm_gflops": gemm_probe(), "labels": labels is not None,
+               "cpu": cpu.describe(), "cpu_kind": cpu.kind.name,
+               "recommended": f"gamma-edge export {cpu.kind.recommended}", "why": cpu.kind.why}
     return rows, context
 
 
@@ -251,6 +261,9 @@ def format_table(rows: list[Row], context: dict) -> str:
     lines.append(f"{context['images']} images x {context['crops_per_image']} crops ({context['crop_protocol']}); "
                  f"latency in ms, medians of {context['runs']} interleaved rounds; fidelity vs {context['reference']}; "
                  f"GEMM probe {context['gemm_gflops']:.0f} GFLOP/s (numpy float32, same run)")
+    lines.append(f"CPU: {context['cpu']}. Precision is what each engine reports having compiled.")
+    lines.append(f"For this CPU ({context['cpu_kind']}) the fastest faithful INT8 path is "
+                 f"'{context['recommended']}': {context['why']}.")
     return "\n".join(lines)
 
 

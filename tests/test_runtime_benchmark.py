@@ -19,7 +19,11 @@ def test_spearman_matches_scipy_with_ties():
     assert rank(np.array([3.0, 1.0, 3.0])).tolist() == [1.5, 0.0, 1.5]
 
 
-def test_benchmark_table_and_json(tmp_path):
+def test_benchmark_table_and_json(tmp_path, monkeypatch):
+    from runtime import hardware
+    from test_hardware import EPYC_AVX2
+
+    monkeypatch.setattr(hardware, "detect_cpu", lambda: EPYC_AVX2)      # no bf16 rows, on any host
     onnx_model = make_model(tmp_path / "m-onnx")
     ov_model = make_model(tmp_path / "m-ov", kind="openvino")
     images = tmp_path / "imgs"
@@ -44,6 +48,27 @@ def test_benchmark_table_and_json(tmp_path):
         assert row["images_per_s"] == pytest.approx(1000.0 / row["crops_p50_ms"])
     assert doc["context"]["images"] == 5 and doc["context"]["labels"] is True
     assert "SRCC lab" in result.output and "GEMM probe" in result.output
+    assert "fastest faithful INT8 path" in result.output and doc["context"]["cpu"]
+
+
+def test_bf16_rows_where_the_cpu_has_bf16(tmp_path):
+    """On a CPU with native bf16 (injected) OpenVINO gets a bf16 row beside its fp32 one; each row's
+    precision is what the engine says it compiled (on a host without bf16, OpenVINO reads back fp32)."""
+    from runtime.benchmark_cli import engines_for, measure
+    from runtime.images import read_image
+    from test_hardware import EPYC_AVX2, EPYC_ZEN4
+
+    assert ("openvino", "cpu", "bf16") not in engines_for("onnx", "fp32", EPYC_AVX2)
+    assert engines_for("onnx", "fp32", EPYC_ZEN4)[:3] == [
+        ("onnxruntime", "cpu", "auto"), ("openvino", "cpu", "auto"), ("openvino", "cpu", "bf16")]
+    model = make_model(tmp_path / "m")
+    cv2.imwrite(str(tmp_path / "a.png"), textured_image(260, 300, seed=0))
+    rows, context = measure([model], [("a.png", read_image(tmp_path / "a.png"))], None, "center", 1, 1,
+                            progress=False, cpu=EPYC_ZEN4)
+    assert [r.engine for r in rows][:3] == ["onnxruntime/cpu", "openvino/cpu", "openvino/cpu"]
+    assert [r.precision for r in rows][:2] == ["fp32", "fp32"]
+    assert rows[2].precision == rows[2]._backend.precision in ("bf16", "fp32")
+    assert context["cpu_kind"] == "x86 with AVX-512 VNNI"
 
 
 def test_labels_are_compared_with_the_scores(tmp_path):
