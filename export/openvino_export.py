@@ -46,7 +46,7 @@ def quantize_openvino_int8(model, calibration: np.ndarray, batch: int = 8, smoot
         preset=nncf.QuantizationPreset.MIXED, subset_size=len(batches), fast_bias_correction=fast_bias_correction,
         ignored_scope=nncf.IgnoredScope(names=_ignored_operations(model), validate=False),
         advanced_parameters=advanced)
-    settings = {"method": "nncf-ptq", "model_type": "TRANSFORMER", "preset": "MIXED",
+    settings = {"method": "nncf-ptq", "model_type": "TRANSFORMER", "nncf_preset": "MIXED",
                 "fast_bias_correction": fast_bias_correction, "smooth_quant": smooth_quant,
                 "calibration_crops": int(len(calibration)),
                 "float_ops": "per NNCF TRANSFORMER (LayerNorm, GELU, Softmax, residual Add); MoAE gate and head"}
