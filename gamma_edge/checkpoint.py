@@ -110,8 +110,16 @@ def load_tensor_file(path: str | Path) -> dict:
     containers is refused, never executed)."""
     path = _existing_file(path, "weights file")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise GammaUserError(f"{path} is not a readable .safetensors file ({str(exc).splitlines()[0][:160]}); "
+                                 "copy it again or pass the original .pth") from None
+    problem = not_a_torch_file(path)
+    if problem:
+        raise GammaUserError(f"{path} {problem}")
     if _is_torchscript(path):
         return {k: v for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}
     try:
@@ -160,6 +168,40 @@ def _existing_file(path, what: str) -> Path:
     if not path.is_file():
         raise GammaUserError(f"{what} {path} is not a file")
     return path
+
+
+# First bytes of files people hand over by mistake, to say what the file is instead.
+KNOWN_MAGIC = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"GIF8", "a GIF image"),
+               (b"\x1f\x8b", "a gzip archive"), (b"7z\xbc\xaf", "a 7-Zip archive"), (b"%PDF", "a PDF document"),
+               (b"\x08", "probably an ONNX graph (export output, not a checkpoint)"))
+
+
+def not_a_torch_file(path: Path) -> str | None:
+    """Why `path` cannot be a PyTorch weights file (zip archive with data.pkl, or a legacy pickle),
+    said as the end of a sentence; None when it may be one."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if size == 0:
+        return "is empty (0 bytes); copy the weights file again"
+    if size < 64:
+        return f"is only {size} byte(s), far too small to hold weights (truncated?); copy the weights file again"
+    if head.startswith(b"PK"):
+        if not zipfile.is_zipfile(path):
+            return (f"is a truncated or damaged zip archive ({size} bytes; PyTorch files are zip archives); "
+                    "copy or download it again")
+        with zipfile.ZipFile(path) as archive:
+            if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in archive.namelist()):
+                return "is a zip archive without data.pkl, so not a PyTorch weights file; unpack it or pass the .pth inside"
+        return None
+    if head[:1] == b"\x80":                         # a pickle (legacy torch.save format)
+        return None
+    what = next((name for magic, name in KNOWN_MAGIC if head.startswith(magic)), None)
+    if what is None and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        what = "a text file"
+    return (f"is {what or 'not a PyTorch weights file'}"
+            + (", not a PyTorch weights file" if what else f" (it starts with bytes {head[:4].hex()}; "
+               "expected a zip archive or a pickle)") + "; pass the .pth or .safetensors checkpoint")
 
 
 def _is_torchscript(path: Path) -> bool:

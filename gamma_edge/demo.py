@@ -75,11 +75,12 @@ def ranking(scorer, card: dict) -> tuple[dict, list[tuple], np.ndarray]:
               show_default=True, help="Folder for the annotated video, the JSON lines and the plot.")
 @click.option("--threads", type=int, default=None, help="Inference threads (default: all cores).")
 def demo_command(out: Path, threads):
-    """Run the whole chain on the embedded demo model (about a minute on a CPU).
+    """Run the whole chain on the embedded demo model (10-35 s on a 2-core CPU).
 
-    The demo model is small and rates technical degradations of natural photos
-    (blur, noise, compression, exposure, ...); for the paper's model, convert the
-    official weights with 'gamma-edge convert' and export them.
+    The demo model is small and rates only the degradations its model card lists
+    (blur, motion blur, noise, darkening, brightening of natural photos); it is not
+    the paper's model. For that, convert the official weights with 'gamma-edge
+    convert' and export them.
     """
     from runtime import Scorer
     from runtime.benchmark_cli import spearman
@@ -89,7 +90,7 @@ def demo_command(out: Path, threads):
         raise click.ClickException("the embedded demo model is not installed in this copy of gamma-edge; "
                                    "reinstall it (pip install -e .) from a complete checkout")
     card = json.loads(CARD.read_text())
-    out.mkdir(parents=True, exist_ok=True)
+    _check_writable(out)
     started = time.perf_counter()
     models = _runtime_models()
     try:
@@ -149,6 +150,20 @@ def demo_command(out: Path, threads):
         click.echo(f"   {out / name}")
     click.echo(video_summary)
     click.echo("\nNext: gamma-edge score YOUR_PHOTOS/   |   gamma-edge run 0 (camera)   |   gamma-edge benchmark")
+
+
+def _check_writable(out: Path) -> None:
+    """The output folder is made and written to before any work, so a folder the user cannot write
+    to is one sentence, not a traceback half-way through."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".gamma-edge-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot write the demo's outputs to '{out}' ({exc.strerror or exc}); "
+            "pass --out with a folder you can write to") from None
 
 
 def _stream_demo(card: dict, out: Path, threads) -> str:

@@ -36,7 +36,7 @@ def read_image(image, name: str | None = None) -> np.ndarray:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise RuntimeUserError(f"image '{path}' does not exist; check the path") from None
+            raise RuntimeUserError(f"'{path}' does not exist (no such image file or folder); check the path") from None
         except IsADirectoryError:
             raise RuntimeUserError(f"'{path}' is a folder, not an image; pass the image files in it") from None
         except OSError as exc:
