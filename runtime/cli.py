@@ -115,6 +115,8 @@ class RowWriter:
             record = {"path": row.source}
             record.update({("score" if len(self.scenes) == 1 else s): v for s, v in zip(self.scenes, values)})
             record["error"] = row.error
+            if row.warning:
+                record["warning"] = row.warning
             self.stream.write(json.dumps(record) + "\n")
             self.stream.flush()
             return

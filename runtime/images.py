@@ -3,10 +3,18 @@
 EXIF orientation is applied, grayscale becomes BGR, transparent pixels are composited
 on white, 16-bit samples keep their high byte (as cv2.imread(IMREAD_COLOR) does) and
 CMYK JPEGs come out as BGR from OpenCV's decoder.
+
+Memory is bounded before decoding: the header (read by Pillow, without decoding) gives
+the size; an image above the pixel limit is refused (a decompression bomb declares
+gigapixels in a few kilobytes), and a JPEG far larger than the model will look at is
+decoded at 1/2, 1/4 or 1/8 scale by libjpeg (docs/manifest.md, "preprocess").
 """
 from __future__ import annotations
 
+import io
+import os
 import struct
+import warnings
 from pathlib import Path
 
 import cv2
@@ -21,16 +29,27 @@ IMAGE_SUFFIXES = frozenset({
     ".sr", ".ras", ".gif", ".avif",
 })
 
-ImageInput = "str | Path | bytes | bytearray | memoryview | np.ndarray"
+# The largest image decoded, in pixels (150 MP: beyond the largest medium-format cameras). A decoded
+# 150 MP image takes 450 MB; set GAMMA_EDGE_MAX_PIXELS (or --max-pixels) to move the limit.
+DEFAULT_MAX_PIXELS = int(os.environ.get("GAMMA_EDGE_MAX_PIXELS", 150_000_000))
+# A JPEG is decoded at 1/k scale (k = 2, 4, 8) only while its long side stays at least this many times the
+# long side the preprocessing shrinks to, so the area resize that follows still averages >= 4x4 decoded
+# pixels per output pixel. Measured on 12 photos of 3-12.8 kpx (demo model, five crops): scores within
+# 1.3e-3 of a full decode with 4, up to 2.1e-2 with 2 (docs/manifest.md).
+REDUCED_DECODE_MARGIN = 4
+_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
-def read_image(image, name: str | None = None) -> np.ndarray:
+def read_image(image, name: str | None = None, shrink_to: int | None = None,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """An image given as a path, encoded bytes or a numpy array, as contiguous uint8 BGR HxWx3.
-    A numpy array is taken to be in OpenCV's channel order (BGR / BGRA / gray)."""
+    A numpy array is taken to be in OpenCV's channel order (BGR / BGRA / gray). `shrink_to`: the long
+    side the caller will shrink the image to (lets a large JPEG be decoded at reduced scale);
+    `max_pixels`: refuse encoded images larger than this (None: no limit of ours)."""
     if isinstance(image, np.ndarray):
         return to_bgr8(image, name or "the array")
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return decode_image(image, name or "the image bytes")
+        return decode_image(image, name or "the image bytes", shrink_to, max_pixels)
     if isinstance(image, (str, Path)):
         path = Path(image)
         try:
@@ -41,19 +60,61 @@ def read_image(image, name: str | None = None) -> np.ndarray:
             raise RuntimeUserError(f"'{path}' is a folder, not an image; pass the image files in it") from None
         except OSError as exc:
             raise RuntimeUserError(f"image '{path}' cannot be read ({exc.strerror}); check its permissions") from None
-        return decode_image(data, name or str(path))
+        return decode_image(data, name or str(path), shrink_to, max_pixels)
     raise TypeError(f"an image must be a path, bytes or a numpy array, not {type(image).__name__}")
 
 
-def decode_image(data, name: str = "the image") -> np.ndarray:
+def image_header(data) -> tuple[int, int, str] | None:
+    """(width, height, format) from the header, without decoding the pixels; None where Pillow
+    cannot read the header (OpenCV may still decode the file), (0, 0, format) for a size above
+    Pillow's own bomb threshold (about 179 MP)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")               # Pillow's DecompressionBombWarning: we decide below
+            with Image.open(io.BytesIO(data)) as header:
+                return header.size[0], header.size[1], str(header.format)
+    except Image.DecompressionBombError:
+        return 0, 0, "bomb"
+    except Exception:  # Pillow raises many types for files it does not know; OpenCV has the last word
+        return None
+
+
+def reduced_scale(header: tuple[int, int, str] | None, shrink_to: int | None) -> int:
+    """1, 2, 4 or 8: the scale a JPEG can be decoded at and stay REDUCED_DECODE_MARGIN x `shrink_to`."""
+    if not header or not shrink_to or header[2] != "JPEG":
+        return 1
+    long_side = max(header[0], header[1])
+    return max((k for k in (8, 4, 2) if long_side / k >= REDUCED_DECODE_MARGIN * shrink_to), default=1)
+
+
+def check_pixels(header: tuple[int, int, str] | None, name: str, max_pixels: int | None) -> None:
+    if not header or not max_pixels:
+        return
+    width, height, kind = header
+    if kind == "bomb" or width * height > max_pixels:
+        size = "more than 179 million" if kind == "bomb" else f"{width}x{height} = {width * height / 1e6:.0f} million"
+        raise RuntimeUserError(
+            f"{name} declares {size} pixels, above the limit of {max_pixels / 1e6:.0f} million (a decompression "
+            f"bomb or an extreme image); raise --max-pixels (or GAMMA_EDGE_MAX_PIXELS) to score it anyway")
+
+
+def decode_image(data, name: str = "the image", shrink_to: int | None = None,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Encoded image bytes as uint8 BGR, or RuntimeUserError naming `name`."""
     buffer = np.frombuffer(data, dtype=np.uint8)
     if buffer.size == 0:
         raise RuntimeUserError(f"{name} is empty (0 bytes); replace it with a real image")
+    header = image_header(data)
+    check_pixels(header, name, max_pixels)
+    scale = reduced_scale(header, shrink_to)
+    # IMREAD_UNCHANGED keeps alpha and 16-bit samples, which IMREAD_COLOR would silently drop or
+    # truncate (a reduced JPEG decode has neither); neither flag set applies EXIF orientation here,
+    # so that is done below.
+    flags = cv2.IMREAD_UNCHANGED if scale == 1 else _REDUCED_FLAGS[scale] | cv2.IMREAD_IGNORE_ORIENTATION
     try:
-        # IMREAD_UNCHANGED keeps alpha and 16-bit samples, which IMREAD_COLOR would silently
-        # drop or truncate; it does not apply EXIF orientation, so that is done below.
-        image, kinds, chunks = cv2.imdecodeWithMetadata(buffer, cv2.IMREAD_UNCHANGED)
+        image, kinds, chunks = cv2.imdecodeWithMetadata(buffer, flags)
     except cv2.error:
         image, kinds, chunks = None, (), ()
     if image is None or image.size == 0:

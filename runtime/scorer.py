@@ -19,7 +19,7 @@ import numpy as np
 from .backends import Backend, load_backend
 from .crops import Preprocess
 from .errors import RuntimeUserError
-from .images import read_image
+from .images import DEFAULT_MAX_PIXELS, read_image
 from .manifest import Manifest, load_manifest
 
 DEMO_MODEL = Path(__file__).resolve().parent / "models" / "demo"
@@ -46,6 +46,7 @@ class ImageScore:
     scores: dict[str, float] | None = None
     error: str | None = None
     crops: int = 0
+    warning: str | None = None       # scored, but the score means little (e.g. a tiny image upscaled)
     extra: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -69,7 +70,7 @@ class Scorer:
     def __init__(self, model: str | Path | None = None, *, backend: str = "auto", device: str = "auto",
                  crops: str | None = None, seed: int = 0, threads: int | None = None,
                  batch: int | None = None, precision: str = "auto", scene: str | None = None,
-                 workers: int = 2):
+                 workers: int = 2, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         self.manifest: Manifest = load_manifest(resolve_model(model))
         self.scenes = self.manifest.scenes
         self.scene = self._check_scene(scene) if scene else self.scenes[0]
@@ -80,6 +81,9 @@ class Scorer:
         if workers < 1:
             raise RuntimeUserError(f"workers must be at least 1, not {workers}")
         self.workers = workers
+        if max_pixels is not None and max_pixels < 1:
+            raise RuntimeUserError(f"--max-pixels must be at least 1, not {max_pixels}")
+        self.max_pixels = max_pixels
         self.backend: Backend = load_backend(self.manifest, backend, device, threads, precision)
 
     @property
@@ -99,7 +103,12 @@ class Scorer:
     # -- one image -------------------------------------------------------------------------
     def crops_of(self, image, name: str | None = None) -> np.ndarray:
         """Decode (path, bytes or BGR array) and cut the crops the model sees."""
-        return self.preprocess(read_image(image, name))
+        return self.prepare(image, name)[0]
+
+    def prepare(self, image, name: str | None = None) -> tuple[np.ndarray, str | None]:
+        """(crops, warning): the crops the model sees, and a sentence when their score means little."""
+        decoded = read_image(image, name, shrink_to=self.preprocess.max_long_side, max_pixels=self.max_pixels)
+        return self.preprocess(decoded), upscale_warning(decoded.shape[:2], self.preprocess)
 
     def score_crops(self, crops: np.ndarray) -> np.ndarray:
         """(K, H, W, 3) crops of ONE image -> its (S,) scores, the mean over crops (in float64,
@@ -133,9 +142,9 @@ class Scorer:
         def prepare(index, image):
             name = _name_of(image, index)
             try:
-                return name, self.crops_of(image, name), None
+                return name, *self.prepare(image, name), None
             except RuntimeUserError as exc:
-                return name, None, str(exc)
+                return name, None, None, str(exc)
 
         def flush():
             nonlocal pending, pending_crops
@@ -159,17 +168,30 @@ class Scorer:
                     inflight.append(pool.submit(prepare, *item))
                 if not inflight:
                     break
-                name, crops, error = inflight.popleft().result()
+                name, crops, warning, error = inflight.popleft().result()
                 count = 0 if crops is None else len(crops)
                 if pending_crops and pending_crops + count > self.batch:
                     yield from flush()
-                pending.append((ImageScore(name, scene, error=error, crops=count), crops))
+                pending.append((ImageScore(name, scene, error=error, crops=count, warning=warning), crops))
                 pending_crops += count
             yield from flush()
         finally:
             for future in inflight:
                 future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def upscale_warning(shape: tuple[int, int], preprocess: Preprocess) -> str | None:
+    """An image whose short side, at the scale the model sees it (long side fitted to max_long_side),
+    is below the crop is enlarged to fill the crop: its score rates the enlargement's blur more than
+    the picture, so the user is told."""
+    height, width = shape
+    fit = min(1.0, preprocess.max_long_side / max(height, width)) if preprocess.max_long_side else 1.0
+    short_side = min(height, width) * fit
+    if short_side >= preprocess.crop_size:
+        return None
+    return (f"{width}x{height} pixels: enlarged {preprocess.crop_size / short_side:.1f}x to fill the "
+            f"{preprocess.crop_size}-pixel crop, so its score says little about the picture")
 
 
 def yield_to_inference(niceness: int = 10) -> None:
