@@ -52,6 +52,8 @@ def read_image(image, name: str | None = None, shrink_to: int | None = None,
         return decode_image(image, name or "the image bytes", shrink_to, max_pixels)
     if isinstance(image, (str, Path)):
         path = Path(image)
+        if path.exists() and not path.is_file() and not path.is_dir():   # reading a pipe would wait forever
+            raise RuntimeUserError(f"'{path}' is not a regular file (a pipe, socket or device); pass image files")
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -64,9 +66,9 @@ def read_image(image, name: str | None = None, shrink_to: int | None = None,
     raise TypeError(f"an image must be a path, bytes or a numpy array, not {type(image).__name__}")
 
 
-def image_header(data) -> tuple[int, int, str] | None:
-    """(width, height, format) from the header, without decoding the pixels; None where Pillow
-    cannot read the header (OpenCV may still decode the file), (0, 0, format) for a size above
+def image_header(data) -> tuple[int, int, str, str] | None:
+    """(width, height, format, mode) from the header, without decoding the pixels; None where Pillow
+    cannot read the header (OpenCV may still decode the file), (0, 0, "bomb", "") for a size above
     Pillow's own bomb threshold (about 179 MP)."""
     from PIL import Image
 
@@ -74,14 +76,27 @@ def image_header(data) -> tuple[int, int, str] | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")               # Pillow's DecompressionBombWarning: we decide below
             with Image.open(io.BytesIO(data)) as header:
-                return header.size[0], header.size[1], str(header.format)
+                return header.size[0], header.size[1], str(header.format), str(header.mode)
     except Image.DecompressionBombError:
-        return 0, 0, "bomb"
+        return 0, 0, "bomb", ""
     except Exception:  # Pillow raises many types for files it does not know; OpenCV has the last word
         return None
 
 
-def reduced_scale(header: tuple[int, int, str] | None, shrink_to: int | None) -> int:
+def decode_flags(header, shrink_to: int | None) -> int:
+    """OpenCV's decode flags for this file. IMREAD_UNCHANGED keeps alpha and 16-bit samples, which
+    IMREAD_COLOR would drop or truncate; but a CMYK TIFF under IMREAD_UNCHANGED comes out as four
+    channels that would pass for BGRA, so CMYK files take IMREAD_COLOR (OpenCV converts them).
+    None of these flags applies EXIF orientation here (done after decoding)."""
+    scale = reduced_scale(header, shrink_to)
+    if scale > 1:
+        return _REDUCED_FLAGS[scale] | cv2.IMREAD_IGNORE_ORIENTATION
+    if header and header[3] == "CMYK":
+        return cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    return cv2.IMREAD_UNCHANGED
+
+
+def reduced_scale(header, shrink_to: int | None) -> int:
     """1, 2, 4 or 8: the scale a JPEG can be decoded at and stay REDUCED_DECODE_MARGIN x `shrink_to`."""
     if not header or not shrink_to or header[2] != "JPEG":
         return 1
@@ -89,10 +104,10 @@ def reduced_scale(header: tuple[int, int, str] | None, shrink_to: int | None) ->
     return max((k for k in (8, 4, 2) if long_side / k >= REDUCED_DECODE_MARGIN * shrink_to), default=1)
 
 
-def check_pixels(header: tuple[int, int, str] | None, name: str, max_pixels: int | None) -> None:
+def check_pixels(header, name: str, max_pixels: int | None) -> None:
     if not header or not max_pixels:
         return
-    width, height, kind = header
+    width, height, kind, _ = header
     if kind == "bomb" or width * height > max_pixels:
         size = "more than 179 million" if kind == "bomb" else f"{width}x{height} = {width * height / 1e6:.0f} million"
         raise RuntimeUserError(
@@ -108,13 +123,8 @@ def decode_image(data, name: str = "the image", shrink_to: int | None = None,
         raise RuntimeUserError(f"{name} is empty (0 bytes); replace it with a real image")
     header = image_header(data)
     check_pixels(header, name, max_pixels)
-    scale = reduced_scale(header, shrink_to)
-    # IMREAD_UNCHANGED keeps alpha and 16-bit samples, which IMREAD_COLOR would silently drop or
-    # truncate (a reduced JPEG decode has neither); neither flag set applies EXIF orientation here,
-    # so that is done below.
-    flags = cv2.IMREAD_UNCHANGED if scale == 1 else _REDUCED_FLAGS[scale] | cv2.IMREAD_IGNORE_ORIENTATION
     try:
-        image, kinds, chunks = cv2.imdecodeWithMetadata(buffer, flags)
+        image, kinds, chunks = cv2.imdecodeWithMetadata(buffer, decode_flags(header, shrink_to))
     except cv2.error:
         image, kinds, chunks = None, (), ()
     if image is None or image.size == 0:
