@@ -196,6 +196,22 @@ def score_command(paths, model, backend, device, threads, batch, precision, crop
         sys.exit(1)
 
 
+class _Retries(click.ParamType):
+    """--retries: a count (0 or more) or 'forever'."""
+
+    name = "N|forever"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, int) and value >= 0:
+            return value
+        text = str(value).strip().lower()
+        if text == "forever":
+            return None
+        if text.isdigit():
+            return int(text)
+        self.fail(f"{value!r} is neither a count (0 or more) nor 'forever'", param, ctx)
+
+
 @click.command("run")
 @click.argument("source")
 @_model_options
@@ -211,32 +227,63 @@ def score_command(paths, model, backend, device, threads, batch, precision, crop
               help="Write the annotated video here (.mp4 or .avi).")
 @click.option("--show", is_flag=True, help="Show the frames with their score in a window (q quits).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after N frames read.")
+@click.option("--open-timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              metavar="SECONDS", help="Network streams: how long one open (connect, first frame) may take.")
+@click.option("--read-timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              metavar="SECONDS", help="Network streams: how long without a frame before the stream counts as lost.")
+@click.option("--retries", type=_Retries(), default="forever", show_default=True,
+              help="Reopen attempts after a live source stops delivering frames, before the run ends "
+                   "'source lost' (exit 3). Counted per outage; the first open is tried once.")
+@click.option("--backoff", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
+              metavar="SECONDS", help="Wait before the second reopen attempt; it doubles after each failure ...")
+@click.option("--backoff-max", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              metavar="SECONDS", help="... up to this.")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Also print OpenCV's and FFmpeg's own warnings (silenced by default).")
 def run_command(source, model, backend, device, threads, batch, precision, crops, seed, scene, quiet,
-                every, max_fps, smooth, threshold, jsonl, save, show, max_frames):
+                every, max_fps, smooth, threshold, jsonl, save, show, max_frames, open_timeout, read_timeout,
+                retries, backoff, backoff_max, verbose):
     """Score a camera, video file or network stream as it plays.
 
     SOURCE is a camera index or 'camera', a video file, or an rtsp:// / http:// stream.
     Live sources keep only the newest frame; files are read in order. Ctrl-C or SIGTERM
-    ends the run with a summary (on stderr, and as the last JSON line).
+    ends the run with a summary (on stderr, and as the last JSON line); a second one
+    stops waiting for a stalled source.
+
+    \b
+    The last line on stderr says how the run ended, and the exit status follows it:
+      0  finished (end of file, --max-frames) or stopped (Ctrl-C, SIGTERM, q)
+      1  source never opened (or any other error, in one sentence)
+      3  source lost: no frames, and --retries reopen attempts failed
+      4  file truncated: it ends before its header's frame count
+      5  no frames: the file holds no readable frame
 
     \b
       gamma-edge run clip.mp4 --jsonl - --every 5
       gamma-edge run rtsp://cam.local/stream --fps 2 --threshold 0.4 --jsonl alerts.jsonl
+      gamma-edge run http://cam.local/video.mjpg --retries 10 --backoff 1 --backoff-max 30
       gamma-edge run 0 --show --smooth 10
     """
-    from .stream import RunOptions, StopSignals, StreamRunner, parse_source
+    from .stream import RunOptions, SourceNeverOpened, StreamRunner, parse_source, quiet_native_logs
 
-    if "OPENCV_LOG_LEVEL" not in os.environ:      # OpenCV's capture warnings repeat what our one line says
-        import cv2
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    if not verbose:
+        quiet_native_logs()             # before any capture or writer loads FFmpeg
     with _user_errors():
         parsed = parse_source(source)
         scorer = _make_scorer(model, backend, device, threads, batch, precision, crops, seed, scene, quiet)
         with _output(jsonl, "--jsonl") as stream:
             options = RunOptions(scene=scene, every=every, max_fps=max_fps, smooth=smooth, threshold=threshold,
                                  jsonl=stream if jsonl is not None else None,
-                                 save=str(save) if save else None, show=show, max_frames=max_frames)
+                                 save=str(save) if save else None, show=show, max_frames=max_frames,
+                                 open_timeout=open_timeout, read_timeout=read_timeout, retries=retries,
+                                 backoff=(backoff, backoff_max))
             runner = StreamRunner(scorer, parsed, options)
-            with StopSignals(runner.stop):
-                summary = runner.run()
+            try:
+                with runner.signals():
+                    summary = runner.run()
+            except SourceNeverOpened as exc:
+                click.echo(exc.summary.text(), err=True)      # the summary every ending writes
+                raise
     click.echo(summary.text(), err=True)
+    click.echo(summary.final_line(), err=True)
+    sys.exit(summary.exit_status)

@@ -14,6 +14,7 @@ import math
 import os
 import queue
 import signal
+import tempfile
 import sys
 import threading
 import time
@@ -28,8 +29,6 @@ import numpy as np
 from .errors import RuntimeUserError
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp", "mms")
-OPEN_TIMEOUT_MS = 5000
-READ_TIMEOUT_MS = 5000
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
 
@@ -74,7 +73,45 @@ def parse_source(text: str) -> Source:
         f"stream URL (rtsp://, http://, ...); check the path or address")
 
 
-def open_capture(source: Source):
+@dataclass(frozen=True)
+class Ending:
+    """One way a run can end: the word the summary's `ended` field and the final line use,
+    the exit status of `gamma-edge run`, and what it means (the table in docs/runtime.md)."""
+
+    word: str
+    exit_status: int
+    meaning: str
+
+
+ENDINGS = {ending.word: ending for ending in (
+    Ending("finished", 0, "a file was read to its end, or --max-frames frames were read"),
+    Ending("stopped", 0, "Ctrl-C, SIGTERM, or q / Esc in the --show window"),
+    Ending("source never opened", 1, "the source could not be opened at the start"),
+    Ending("source lost", 3, "a live source stopped delivering frames and --retries reopen attempts failed"),
+    Ending("file truncated", 4, "a video file ended before the frame count in its header"),
+    Ending("no frames", 5, "a video file opened but not one frame could be read from it"),
+)}
+# The `reason` of an `end` event (kept from the readers' own words) -> the run's ending.
+END_REASONS = {"end of file": "finished", "max frames reached": "finished", "ended early": "file truncated",
+               "no frames": "no frames", "source lost": "source lost"}
+
+# Native libraries' own logs: set by the user, they are left alone (see quiet_native_logs).
+NATIVE_LOG_VARIABLES = ("OPENCV_LOG_LEVEL", "OPENCV_FFMPEG_LOGLEVEL", "OPENCV_FFMPEG_DEBUG")
+
+
+def quiet_native_logs() -> None:
+    """Keep OpenCV's and FFmpeg's own warnings ("[http @ 0x..] Stream ends prematurely",
+    "[ WARN:0@..] ... can't be used to capture by name") off stderr: they repeat, in words
+    meant for developers, what the run's own gap / reconnect / error lines say. OpenCV reads
+    OPENCV_FFMPEG_LOGLEVEL once, when it first loads FFmpeg, so call this before any capture
+    or writer opens. A user who set any of NATIVE_LOG_VARIABLES gets exactly what they set."""
+    if any(name in os.environ for name in NATIVE_LOG_VARIABLES):
+        return
+    os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "-8"         # AV_LOG_QUIET
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+def open_capture(source: Source, open_timeout: float = 5.0, read_timeout: float = 5.0):
     """The default capture factory: cv2.VideoCapture set up for the kind of source."""
     if source.kind == "camera":
         capture = cv2.VideoCapture(source.target)
@@ -85,7 +122,8 @@ def open_capture(source: Source):
             os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "rtsp_transport;tcp"   # UDP loses packets -> smeared frames
         # Without timeouts a dead stream blocks open() / read() for 30 s or forever.
         return cv2.VideoCapture(source.target, cv2.CAP_FFMPEG, [
-            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS])
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, round(open_timeout * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC, round(read_timeout * 1000)])
     return cv2.VideoCapture(source.target)
 
 
@@ -132,7 +170,9 @@ class Selector:
 
 
 class FileFrames:
-    """Every frame of a video file, in order, decoded and cropped a little ahead by a thread."""
+    """Every frame of a video file, in order, decoded and cropped a little ahead by a thread.
+    `read` counts the frames the runner took: frames decoded ahead when the run stops were
+    never read as far as the run is concerned, so the summary's counts add up to it."""
 
     def __init__(self, capture, source: Source, selector: Selector, preprocess, keep_all: bool,
                  stop: threading.Event, ahead: int = 2):
@@ -140,7 +180,7 @@ class FileFrames:
         self.keep_all, self.stop = keep_all, stop
         self.fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
         self.expected = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        self.read = 0
+        self.decoded = self.read = 0
         self.queue: queue.Queue = queue.Queue(maxsize=ahead)
         self.thread = threading.Thread(target=self._run, name="gamma-file-reader", daemon=True)
         self.thread.start()
@@ -178,7 +218,7 @@ class FileFrames:
                         break
                     if selected:
                         crops = self.preprocess(image)
-                self.read += 1
+                self.decoded += 1
                 if not self._put(Frame(image, index, t, captured, selected, crops)):
                     return
                 index += 1
@@ -189,111 +229,162 @@ class FileFrames:
             _release(self.capture)
 
     def _end_event(self) -> dict:
-        event = {"event": "end", "frames": self.read}
+        event = {"event": "end", "frames": self.decoded}
+        if self.decoded == 0:
+            event.update(reason="no frames", expected=self.expected)
         # A frame count in the header above what could be read means the file ends early (truncated).
-        if self.expected > 0 and self.read < self.expected - 1:
+        elif self.expected > 0 and self.decoded < self.expected - 1:
             event.update(reason="ended early", expected=self.expected)
         else:
             event.update(reason="end of file")
         return event
 
     def __iter__(self) -> Iterator:
-        while True:
+        # A stop ends the run after the frame in hand, whatever is queued behind it.
+        while not self.stop.is_set():
             try:
                 item = self.queue.get(timeout=0.1)
             except queue.Empty:
-                if self.stop.is_set():
-                    return
                 continue
             if isinstance(item, BaseException):
                 raise item
+            if isinstance(item, Frame):
+                self.read += 1
             yield item
             if isinstance(item, dict) and item.get("event") == "end":
                 return
 
+    def close(self, abort: threading.Event) -> None:
+        self.stop.set()
+        _join(self.thread, 5.0, abort)
+
+
+@dataclass
+class Outage:
+    """A live source stopped delivering frames: since when, and how the reopening goes."""
+
+    last_frame_at: float            # time.monotonic() of the last frame received before it
+    delay: float                    # the next wait between reopen attempts (doubles up to the longest)
+    attempts: int = 0
+
 
 class LiveFrames:
     """The newest frame of a live source. A reader thread reads as fast as the source
-    delivers; a frame the runner has not taken when the next arrives is dropped."""
+    delivers; a frame the runner has not taken when the next arrives is dropped. A source
+    that stops delivering (a failed or timed-out read) is reopened with backoff, up to
+    `options.retries` attempts per outage (None: forever)."""
 
-    def __init__(self, source: Source, open_source: Callable, stop: threading.Event, started: float,
-                 settle_frames: int = 5, backoff: tuple[float, float] = (0.5, 10.0)):
-        self.source, self.open_source, self.stop, self.started = source, open_source, stop, started
-        self.settle_frames, self.backoff = settle_frames, backoff
+    def __init__(self, capture, source: Source, open_source: Callable, stop: threading.Event, started: float,
+                 options: "RunOptions"):
+        self.capture, self.source, self.open_source = capture, source, open_source
+        self.stop, self.started, self.options = stop, started, options
         self.read = self.dropped = self.settling = self.reconnects = 0
         self.events: queue.Queue = queue.Queue()
+        self.outage: Outage | None = None
         self._newest: Frame | None = None
+        self._closed = False             # set by close(): counts are final, later frames are not counted
         self._ready = threading.Condition()
         self.error: BaseException | None = None
-        self.capture = open_source(source)
-        if self.capture is None or not self.capture.isOpened():
-            raise RuntimeUserError(_unreachable(source))
-        self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 0.0
+        self.fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
         self.thread = threading.Thread(target=self._run, name="gamma-live-reader", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         try:
-            settle = self.settle_frames      # the first frames of a (re)connect: key-frame wait, exposure
+            settle = self.options.settle_frames  # the first frames of a (re)connect: key-frame wait, exposure
+            last_frame_at = time.monotonic()     # the open: a source that never delivers is lost from here
             while not self.stop.is_set():
                 ok, image = _read(self.capture)
                 now = time.monotonic()
                 if not ok:
-                    self._reconnect(now)
-                    settle = self.settle_frames
+                    if not self._reopen(last_frame_at, now):
+                        return
+                    settle = self.options.settle_frames
                     continue
-                self.read += 1
-                if settle > 0:
-                    settle -= 1
-                    self.settling += 1
-                    continue
-                with self._ready:
-                    if self._newest is not None:
-                        self.dropped += 1
-                    self._newest = Frame(image, self.read, now - self.started, now)
-                    self._ready.notify()
+                last_frame_at = now
+                if self.outage is not None:
+                    self._reconnected(image, now)
+                if not self._keep(image, now, settling=settle > 0):
+                    return
+                settle = max(0, settle - 1)
+                if self.options.max_frames and self.read >= self.options.max_frames:
+                    self.events.put({"event": "end", "frame": self.read, "frames": self.read,
+                                     "reason": "max frames reached"})
+                    return
         except BaseException as exc:  # handed to the runner, which re-raises it in the main thread
             self.error = exc
         finally:
             if self.capture is not None:
                 _release(self.capture)
 
-    def _reconnect(self, lost_at: float) -> None:
+    def _keep(self, image: np.ndarray, now: float, settling: bool) -> bool:
+        """Count a frame read and make it the newest; False once the run has closed."""
         with self._ready:
-            if self._newest is not None:     # a frame read before the loss is stale now
+            if self._closed:
+                return False
+            self.read += 1
+            if settling:
+                self.settling += 1
+                return True
+            if self._newest is not None:
                 self.dropped += 1
-                self._newest = None
-        self.events.put({"event": "gap", "frame": self.read, "t": round(lost_at - self.started, 3),
-                         "reason": "source stopped delivering frames"})
+            self._newest = Frame(image, self.read, now - self.started, now)
+            self._ready.notify()
+            return True
+
+    def _reopen(self, last_frame_at: float, failed_at: float) -> bool:
+        """Reopen the source after a failed read; False when the run stops or the retries run out.
+        A reopened source that fails before its first frame brings the reader back here: the
+        same outage goes on, with its attempts and backoff."""
+        if self.outage is None:
+            self.outage = Outage(last_frame_at, delay=self.options.backoff[0])
+            with self._ready:
+                if self._newest is not None:     # a frame read before the loss is stale now
+                    self.dropped += 1
+                    self._newest = None
+            self.events.put({"event": "gap", "frame": self.read, "t": round(failed_at - self.started, 3),
+                             "last_frame_t": round(last_frame_at - self.started, 3),
+                             "reason": "source stopped delivering frames"})
         _release(self.capture)
         self.capture = None
-        delay, attempts = self.backoff[0], 0
+        outage, retries = self.outage, self.options.retries
         while not self.stop.is_set():
-            attempts += 1
+            if retries is not None and outage.attempts >= retries:
+                self.events.put({"event": "end", "frame": self.read, "frames": self.read, "reason": "source lost",
+                                 "attempts": outage.attempts,
+                                 "since_s": round(time.monotonic() - outage.last_frame_at, 3)})
+                return False
+            if outage.attempts and self.stop.wait(outage.delay):
+                return False
+            if outage.attempts:
+                outage.delay = min(outage.delay * 2, self.options.backoff[1])
+            outage.attempts += 1
             capture = self.open_source(self.source)
             if capture is not None and capture.isOpened():
                 self.capture = capture
-                self.reconnects += 1
-                now = time.monotonic()
-                width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
-                height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
-                self.events.put({"event": "reconnect", "frame": self.read, "t": round(now - self.started, 3),
-                                 "attempts": attempts, "gap_s": round(now - lost_at, 3),
-                                 "size": [width, height]})
-                return
+                return True
             if capture is not None:
                 _release(capture)
-            self.stop.wait(delay)
-            delay = min(delay * 2, self.backoff[1])
+        return False
 
-    def close(self) -> None:
+    def _reconnected(self, image: np.ndarray, now: float) -> None:
+        """The first frame after an outage: the gap runs from the last frame before it to this one."""
+        self.reconnects += 1
+        self.events.put({"event": "reconnect", "frame": self.read, "t": round(now - self.started, 3),
+                         "attempts": self.outage.attempts, "gap_s": round(now - self.outage.last_frame_at, 3),
+                         "size": [int(image.shape[1]), int(image.shape[0])]})
+        self.outage = None
+
+    def close(self, abort: threading.Event) -> None:
         """Stop reading; a frame still waiting to be taken counts as dropped."""
-        self.stop.set()
-        self.thread.join(timeout=2 * READ_TIMEOUT_MS / 1000)
         with self._ready:
+            self._closed = True
+            self.stop.set()
             if self._newest is not None:
                 self.dropped += 1
                 self._newest = None
+        # the reader may sit in an open or a read: each ends within its timeout
+        _join(self.thread, self.options.open_timeout + self.options.read_timeout + 1.0, abort)
 
     def take(self, timeout: float) -> Frame | None:
         with self._ready:
@@ -310,11 +401,13 @@ class LiveFrames:
 
     def __iter__(self) -> Iterator:
         """Frames and events in the order they happened: an event carries the count of frames
-        read when it occurred, so it comes before any frame read after it."""
+        read when it occurred, so it comes before any frame read after it. Ends when the run
+        stops, or when the reader has ended (source lost, --max-frames) and all it left is out."""
         pending: list[dict] = []
         while not self.stop.is_set():
             if self.error is not None:
                 raise self.error
+            reader_done = not self.thread.is_alive()
             frame = self.take(timeout=0.1)
             pending += self._drain_events()
             limit = frame.index if frame is not None else math.inf
@@ -322,17 +415,43 @@ class LiveFrames:
                 yield pending.pop(0)
             if frame is not None:
                 yield frame
-        self.thread.join(timeout=2 * READ_TIMEOUT_MS / 1000)
+            elif reader_done:
+                break
+        if self.error is not None:
+            raise self.error
         yield from pending + self._drain_events()
 
 
-def _unreachable(source: Source) -> str:
+def _join(thread: threading.Thread, seconds: float, abort: threading.Event) -> None:
+    """Wait for a reader thread to end, at most `seconds`, and no longer once `abort` is set
+    (a second Ctrl-C or SIGTERM): the reader is a daemon thread and goes with the process."""
+    deadline = time.monotonic() + seconds
+    while thread.is_alive() and not abort.is_set() and time.monotonic() < deadline:
+        thread.join(0.1)
+
+
+class SourceNeverOpened(RuntimeUserError):
+    """The source could not be opened at the start. The run's summary (ended: 'source never
+    opened') was written to the JSON lines already and travels with the error for the CLI."""
+
+    def __init__(self, message: str, summary: "Summary | None" = None):
+        super().__init__(message)
+        self.summary = summary
+
+
+def _never_opened(source: Source, waited: float, open_timeout: float) -> str:
+    """Say what happened: a stream that answered nothing for the whole timeout differs from one
+    that refused or answered with an error at once (a 404, nothing listening)."""
     if source.kind == "camera":
         return (f"camera {source.target} could not be opened; check that it is connected and not in use, "
                 f"or pass another index")
     if source.kind == "network":
-        return (f"stream '{source.text}' could not be opened within {OPEN_TIMEOUT_MS // 1000} s; "
-                f"check the address, credentials and network")
+        if waited >= 0.9 * open_timeout:
+            return (f"stream '{source.text}' did not answer within {open_timeout:g} s (--open-timeout); "
+                    f"check the address and network, or allow longer with --open-timeout")
+        return (f"stream '{source.text}' could not be opened: it refused the connection or answered with an "
+                f"error after {waited:.1f} s (nothing listening, a wrong path or credentials, or not a video); "
+                f"check the address and credentials")
     return (f"'{source.text}' is not a video OpenCV can open (corrupt, truncated or an unsupported "
             f"codec); check the file")
 
@@ -356,6 +475,9 @@ class RunOptions:
     max_frames: int | None = None    # stop after this many frames read
     settle_frames: int = 5
     backoff: tuple[float, float] = (0.5, 10.0)   # first and longest wait between reconnect attempts
+    open_timeout: float = 5.0        # seconds one open of a network stream may take
+    read_timeout: float = 5.0        # seconds without a frame before a network stream counts as lost
+    retries: int | None = None       # reopen attempts per outage of a live source; None: forever
 
 
 @dataclass
@@ -374,7 +496,12 @@ class Summary:
     elapsed_s: float = 0.0
     scores: list = field(default_factory=list, repr=False)
     latencies_ms: list = field(default_factory=list, repr=False)
-    ended: str = ""
+    ended: str = ""                  # a key of ENDINGS
+    detail: str = ""                 # the final line: what ended the run, in one sentence
+
+    @property
+    def exit_status(self) -> int:
+        return ENDINGS[self.ended].exit_status
 
     def as_dict(self) -> dict:
         scores = np.asarray(self.scores, dtype=np.float64)
@@ -389,7 +516,8 @@ class Summary:
             "scored_per_s": round(self.scored / self.elapsed_s, 3) if self.elapsed_s > 0 else None,
             "latency_ms_p50": round(float(np.percentile(latencies, 50)), 3) if latencies.size else None,
             "latency_ms_p95": round(float(np.percentile(latencies, 95)), 3) if latencies.size else None,
-            "elapsed_s": round(self.elapsed_s, 3), "ended": self.ended,
+            "elapsed_s": round(self.elapsed_s, 3), "ended": self.ended, "detail": self.detail,
+            "exit_status": self.exit_status,
         }
 
     def text(self) -> str:
@@ -401,12 +529,24 @@ class Summary:
                 f"min {fmt(d['min_score'], '.4f')}; {fmt(d['scored_per_s'], '.2f')} scored/s, latency p50 "
                 f"{fmt(d['latency_ms_p50'], '.1f')} ms, p95 {fmt(d['latency_ms_p95'], '.1f')} ms ({d['ended']})")
 
+    def final_line(self) -> str:
+        """The last line on stderr: the ending and why; `Error: ...` for an ending that is a failure."""
+        if self.exit_status:
+            return f"Error: {self.detail}"
+        return f"{self.ended}: {self.detail}"
+
+
+STOPPED = "stopped on request (Ctrl-C, SIGTERM, or q / Esc in the window)"
+
 
 class StopSignals:
-    """Ctrl-C and SIGTERM both set `stop` so the run ends with a summary; a second Ctrl-C aborts."""
+    """Ctrl-C and SIGTERM are one request: both set `stop`, the run ends after the frame in hand
+    with its summary, and both count the same. A second signal of either kind sets `abort`: the
+    run stops waiting for its reader thread (a stalled open or read). Without `abort` (Python
+    callers), a second Ctrl-C raises KeyboardInterrupt."""
 
-    def __init__(self, stop: threading.Event):
-        self.stop, self.previous = stop, {}
+    def __init__(self, stop: threading.Event, abort: threading.Event | None = None):
+        self.stop, self.abort, self.previous = stop, abort, {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -415,7 +555,9 @@ class StopSignals:
         return self
 
     def _handle(self, signum, _frame):
-        if self.stop.is_set() and signum == signal.SIGINT:
+        if self.stop.is_set() and self.abort is not None:
+            self.abort.set()
+        elif self.stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.stop.set()
 
@@ -438,7 +580,10 @@ def annotate(image: np.ndarray, score: float | None, smoothed: float | None, low
 
 
 class AnnotatedVideo:
-    """--save: the frames with their score drawn on, at the source's frame rate and size."""
+    """--save: the frames with their score drawn on, at the source's frame rate and size.
+    Checked when made (before any thread starts): the extension, the folder, and a trial
+    writer in that folder, so a folder that takes no files and a codec this OpenCV lacks are
+    each named before a stream is waited for."""
 
     def __init__(self, path: str, fps: float = 25.0):
         self.path = Path(path)
@@ -451,13 +596,34 @@ class AnnotatedVideo:
         self.codec, self.fps = codec, fps
         self.writer = None
         self.size: tuple[int, int] | None = None
+        self._try_writer()
+
+    def _try_writer(self) -> None:
+        try:
+            handle, trial = tempfile.mkstemp(prefix=".gamma-edge-", suffix=self.path.suffix, dir=self.path.parent)
+        except OSError:
+            raise RuntimeUserError(f"--save '{self.path}': the folder '{self.path.parent}' is not writable; "
+                                   f"choose a folder you can write to") from None
+        os.close(handle)
+        try:
+            writer = cv2.VideoWriter(trial, cv2.VideoWriter_fourcc(*self.codec), 25.0, (64, 64))
+            opened = writer.isOpened()
+            writer.release()
+        finally:
+            os.unlink(trial)
+        if not opened:
+            raise RuntimeUserError(self._codec_missing())
+
+    def _codec_missing(self) -> str:
+        return (f"--save '{self.path}': this OpenCV build cannot write {self.path.suffix} video with the "
+                f"{self.codec} codec; use .mp4 (mp4v) or .avi (MJPG)")
 
     def write(self, image: np.ndarray) -> None:
         if self.writer is None:
             self.size = (image.shape[1], image.shape[0])
             self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.codec), self.fps, self.size)
             if not self.writer.isOpened():
-                raise RuntimeUserError(f"OpenCV cannot write the video '{self.path}'; use .mp4 or .avi")
+                raise RuntimeUserError(self._codec_missing())
         if (image.shape[1], image.shape[0]) != self.size:     # a reconnect may change the frame size
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
         self.writer.write(image)
@@ -490,24 +656,46 @@ class Window:
         cv2.destroyWindow(self.NAME)
 
 
+@dataclass
+class Smoothing:
+    """The score shown and flagged: the mean of the last N scores, restarted after a gap."""
+
+    size: int
+    threshold: float | None
+    recent: deque = field(init=False)
+    score: float | None = None
+    smoothed: float | None = None
+    low: bool = False
+
+    def __post_init__(self):
+        self.recent = deque(maxlen=self.size)
+
+    def add(self, score: float) -> None:
+        self.recent.append(score)
+        self.score, self.smoothed = score, float(np.mean(self.recent))
+        self.low = self.threshold is not None and self.smoothed < self.threshold
+
+
 class StreamRunner:
     """Score a source frame by frame and write per-frame JSON lines, video and window."""
 
-    def __init__(self, scorer, source: Source, options: RunOptions, open_source: Callable = open_capture,
+    def __init__(self, scorer, source: Source, options: RunOptions, open_source: Callable | None = None,
                  stop: threading.Event | None = None, log: Callable[[str], None] | None = None):
         self.scorer, self.source, self.options = scorer, source, options
-        self.open_source = open_source
+        self.open_source = open_source or (
+            lambda src: open_capture(src, options.open_timeout, options.read_timeout))
         self.stop = stop or threading.Event()
+        self.abort = threading.Event()       # a second stop request: do not wait for the reader
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         scene = options.scene or scorer.scene
         if scene not in scorer.scenes:
             raise RuntimeUserError(f"scene {scene!r} is not in this model; it scores {', '.join(scorer.scenes)}")
         self.scene_index = scorer.scenes.index(scene)
-        for name, value, least in (("--every", options.every, 1), ("--smooth", options.smooth, 1)):
-            if value < least:
-                raise RuntimeUserError(f"{name} must be at least {least}, not {value}")
-        if options.max_fps is not None and options.max_fps <= 0:
-            raise RuntimeUserError(f"--fps must be above 0, not {options.max_fps}")
+        _check_options(options)
+
+    def signals(self) -> StopSignals:
+        """Ctrl-C and SIGTERM handling for this run (enter it in the main thread around run())."""
+        return StopSignals(self.stop, self.abort)
 
     def emit(self, record: dict) -> None:
         if self.options.jsonl is not None:
@@ -515,91 +703,149 @@ class StreamRunner:
             self.options.jsonl.flush()
 
     def run(self) -> Summary:
+        """Open the source, score what it delivers until it ends or the run is stopped, and
+        write the summary (JSON lines) for every ending, 'source never opened' included."""
         options = self.options
         summary = Summary(self.source.text, engine=self.scorer.backend.describe(),
-                          precision=self.scorer.backend.precision)
+                          precision=self.scorer.backend.precision, ended="stopped", detail=STOPPED)
         selector = Selector(options.every, options.max_fps)
-        window = Window() if options.show else None
         video = AnnotatedVideo(options.save) if options.save else None   # checked before any thread starts
+        window = Window() if options.show else None
         started = time.monotonic()
-        if self.source.live:
-            frames = LiveFrames(self.source, self.open_source, self.stop, started, options.settle_frames,
-                                options.backoff)
-        else:
-            capture = self.open_source(self.source)
-            if capture is None or not capture.isOpened():
-                raise RuntimeUserError(_unreachable(self.source))
-            frames = FileFrames(capture, self.source, selector, self.scorer.preprocess,
-                                keep_all=bool(options.save or options.show), stop=self.stop)
-        if video:
-            video.fps = frames.fps if frames.fps > 0 else 25.0
-        recent: deque = deque(maxlen=options.smooth)
-        score = smoothed = None
-        low = was_blank = False
-        summary.ended = "stopped"
         try:
-            for item in frames:
-                if isinstance(item, dict):
-                    self.emit(item)
-                    if item["event"] == "end":
-                        summary.ended = item["reason"]
-                    elif item["event"] == "gap":
-                        self.log(f"gap in {self.source.text}: {item['reason']}; reconnecting")
-                        recent.clear()          # smoothing never spans a gap: the scene may differ after it
-                    elif item["event"] == "reconnect":
-                        self.log(f"reconnected to {self.source.text} after {item['gap_s']} s")
-                    continue
-                frame: Frame = item
-                selected = frame.selected if frame.selected is not None else selector(frame.index, frame.t)
-                if selected and is_blank(frame.image if frame.image is not None else frame.crops[0]):
-                    summary.blank += 1
-                    if not was_blank:
-                        self.emit({"event": "gap", "frame": frame.index, "t": round(frame.t, 3),
-                                   "reason": "blank frame (filler), not scored"})
-                    was_blank = True
-                elif selected:
-                    was_blank = False
-                    crops = frame.crops if frame.crops is not None else self.scorer.preprocess(frame.image)
-                    score = float(self.scorer.score_crops(crops)[self.scene_index])
-                    latency_ms = (time.monotonic() - frame.captured) * 1000.0
-                    recent.append(score)
-                    smoothed = float(np.mean(recent))
-                    low = options.threshold is not None and smoothed < options.threshold
-                    summary.scored += 1
-                    summary.low += low
-                    summary.scores.append(score)
-                    summary.latencies_ms.append(latency_ms)
-                    self.emit({"frame": frame.index, "t": round(frame.t, 3), "score": round(score, 6),
-                               "smoothed": round(smoothed, 6), "low": low, "latency_ms": round(latency_ms, 2)})
-                else:
-                    summary.skipped += 1
-                if frame.image is not None and (video or window):
-                    picture = annotate(frame.image.copy(), score, smoothed, low)
-                    if video:
-                        video.write(picture)
-                    if window and not window.show(picture):
-                        self.stop.set()
-                seen = frames.read if self.source.live else frame.index + 1
-                if options.max_frames and seen >= options.max_frames:
-                    summary.ended = f"max frames ({options.max_frames}) reached"
-                    self.stop.set()
-        except KeyboardInterrupt:
-            summary.ended = "interrupted"
-        finally:
-            self.stop.set()
-            if self.source.live:
-                frames.close()
-            else:
-                frames.thread.join(timeout=5)
-            if video:
-                video.close()
+            frames = self._start(selector, started, keep_all=bool(video or window))
+        except SourceNeverOpened as exc:
             if window:
                 window.close()
-            summary.elapsed_s = time.monotonic() - started
-            summary.frames_read = frames.read
-            if self.source.live:
-                summary.dropped = frames.dropped
-                summary.settling = frames.settling
-                summary.reconnects = frames.reconnects
+            exc.summary = self._end_never_opened(summary, str(exc), started)
+            raise
+        if video:
+            video.fps = frames.fps if frames.fps > 0 else 25.0
+        try:
+            self._score_all(frames, selector, summary, video, window)
+        except KeyboardInterrupt:           # Ctrl-C without StopSignals (Python callers)
+            summary.ended, summary.detail = "stopped", STOPPED
+        finally:
+            self._close(frames, summary, started, video, window)
         self.emit(summary.as_dict())
         return summary
+
+    def _start(self, selector: Selector, started: float, keep_all: bool):
+        """Open the source (one attempt: a wrong address should not pass for a flaky camera) and
+        start its reader."""
+        capture = self.open_source(self.source)
+        if capture is None or not capture.isOpened():
+            if capture is not None:
+                _release(capture)
+            raise SourceNeverOpened(_never_opened(self.source, time.monotonic() - started, self.options.open_timeout))
+        if self.source.live:
+            return LiveFrames(capture, self.source, self.open_source, self.stop, started, self.options)
+        return FileFrames(capture, self.source, selector, self.scorer.preprocess, keep_all=keep_all, stop=self.stop)
+
+    def _end_never_opened(self, summary: Summary, sentence: str, started: float) -> Summary:
+        summary.ended, summary.detail = "source never opened", sentence
+        summary.elapsed_s = time.monotonic() - started
+        self.emit(summary.as_dict())
+        return summary
+
+    def _score_all(self, frames, selector: Selector, summary: Summary, video, window) -> None:
+        smoothing = Smoothing(self.options.smooth, self.options.threshold)
+        was_blank = False
+        for item in frames:
+            if isinstance(item, dict):
+                self._on_event(item, summary, smoothing)
+                continue
+            frame: Frame = item
+            selected = frame.selected if frame.selected is not None else selector(frame.index, frame.t)
+            if selected and is_blank(frame.image if frame.image is not None else frame.crops[0]):
+                summary.blank += 1
+                if not was_blank:
+                    self.emit({"event": "gap", "frame": frame.index, "t": round(frame.t, 3),
+                               "reason": "blank frame (filler), not scored"})
+                was_blank = True
+            elif selected:
+                was_blank = False
+                self._score(frame, summary, smoothing)
+            else:
+                summary.skipped += 1
+            if frame.image is not None and (video or window):
+                self._draw(frame, smoothing, video, window)
+            if not self.source.live and self.options.max_frames and frame.index + 1 >= self.options.max_frames:
+                summary.ended, summary.detail = "finished", f"{self.options.max_frames} frames read (--max-frames)"
+                self.stop.set()
+
+    def _on_event(self, event: dict, summary: Summary, smoothing: Smoothing) -> None:
+        self.emit(event)
+        if event["event"] == "end":
+            summary.ended = END_REASONS[event["reason"]]
+            summary.detail = self._end_detail(event)
+        elif event["event"] == "gap":
+            self.log(f"gap in {self.source.text}: {event['reason']}; reconnecting")
+            smoothing.recent.clear()          # smoothing never spans a gap: the scene may differ after it
+        elif event["event"] == "reconnect":
+            self.log(f"reconnected to {self.source.text} after {event['gap_s']} s without frames "
+                     f"({event['attempts']} attempt(s))")
+
+    def _end_detail(self, event: dict) -> str:
+        name, reason = self.source.text, event["reason"]
+        if reason == "end of file":
+            return f"'{name}' was read to its end"
+        if reason == "max frames reached":
+            return f"{self.options.max_frames} frames read (--max-frames)"
+        if reason == "ended early":
+            return (f"'{name}' ends after {event['frames']} of the {event['expected']} frames its header announces "
+                    f"(truncated); the frames before the cut were scored")
+        if reason == "no frames":
+            return f"'{name}' opened but holds no frame OpenCV can read (empty or corrupt); check the file"
+        retries = "--retries" if self.options.retries is None else f"--retries {self.options.retries}"
+        return (f"stream '{name}' delivered no frame for {event['since_s']:.1f} s and {event['attempts']} reopen "
+                f"attempt(s) failed ({retries}); check the source, or allow more with --retries")
+
+    def _score(self, frame: Frame, summary: Summary, smoothing: Smoothing) -> None:
+        crops = frame.crops if frame.crops is not None else self.scorer.preprocess(frame.image)
+        score = float(self.scorer.score_crops(crops)[self.scene_index])
+        latency_ms = (time.monotonic() - frame.captured) * 1000.0
+        smoothing.add(score)
+        summary.scored += 1
+        summary.low += smoothing.low
+        summary.scores.append(score)
+        summary.latencies_ms.append(latency_ms)
+        self.emit({"frame": frame.index, "t": round(frame.t, 3), "score": round(score, 6),
+                   "smoothed": round(smoothing.smoothed, 6), "low": smoothing.low,
+                   "latency_ms": round(latency_ms, 2)})
+
+    def _draw(self, frame: Frame, smoothing: Smoothing, video, window) -> None:
+        picture = annotate(frame.image.copy(), smoothing.score, smoothing.smoothed, smoothing.low)
+        if video:
+            video.write(picture)
+        if window and not window.show(picture):
+            self.stop.set()
+
+    def _close(self, frames, summary: Summary, started: float, video, window) -> None:
+        self.stop.set()
+        frames.close(self.abort)
+        if video:
+            video.close()
+        if window:
+            window.close()
+        summary.elapsed_s = time.monotonic() - started
+        summary.frames_read = frames.read
+        if self.source.live:
+            summary.dropped = frames.dropped
+            summary.settling = frames.settling
+            summary.reconnects = frames.reconnects
+
+
+def _check_options(options: RunOptions) -> None:
+    """Option values no run can use, in the CLI's words."""
+    for name, value, least in (("--every", options.every, 1), ("--smooth", options.smooth, 1)):
+        if value < least:
+            raise RuntimeUserError(f"{name} must be at least {least}, not {value}")
+    for name, value in (("--fps", options.max_fps), ("--open-timeout", options.open_timeout),
+                        ("--read-timeout", options.read_timeout), ("--backoff", options.backoff[0])):
+        if value is not None and value <= 0:
+            raise RuntimeUserError(f"{name} must be above 0, not {value}")
+    if options.backoff[1] < options.backoff[0]:
+        raise RuntimeUserError(f"--backoff-max ({options.backoff[1]}) must be at least --backoff ({options.backoff[0]})")
+    if options.retries is not None and options.retries < 0:
+        raise RuntimeUserError(f"--retries must be 0 or more, or 'forever', not {options.retries}")
