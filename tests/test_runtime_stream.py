@@ -222,3 +222,77 @@ def test_bad_run_options(scorer, tmp_path):
         run(scorer, video, scene="face")
     with pytest.raises(RuntimeUserError, match="--show needs"):
         run(scorer, video, show=True)
+
+
+class StallingCapture(FakeCapture):
+    """Its frames, then a read that waits `stall` seconds before failing: a read timeout."""
+
+    def __init__(self, frames, stall: float, **kwargs):
+        super().__init__(frames, **kwargs)
+        self.stall = stall
+
+    def read(self):
+        if self.served >= len(self.frames):
+            threading.Event().wait(self.stall)
+        return super().read()
+
+
+def test_reconnect_gap_runs_from_the_last_frame_to_the_first_frame_after(scorer):
+    stop = threading.Event()
+    factory = CaptureSequence([StallingCapture(live_frames(8, (320, 240), seed=0), stall=0.4), None,
+                               FakeCapture(live_frames(8, (320, 240), seed=50))], when_exhausted=stop.set)
+    lines = io.StringIO()
+    StreamRunner(scorer, Source("rtsp://cam", "network", "rtsp://cam"),
+                 RunOptions(jsonl=lines, backoff=(0.01, 0.05), settle_frames=0), open_source=factory, stop=stop,
+                 log=lambda line: None).run()
+    records = [json.loads(line) for line in lines.getvalue().splitlines()]
+    gap = next(r for r in records if r.get("event") == "gap")
+    reconnect = next(r for r in records if r.get("event") == "reconnect")
+    # the failed read waited 0.4 s: time without frames, though the loss was noticed only at its end
+    assert reconnect["gap_s"] >= 0.4 and gap["t"] - gap["last_frame_t"] >= 0.4
+    assert reconnect["gap_s"] == pytest.approx(reconnect["t"] - gap["last_frame_t"], abs=0.002)
+    assert reconnect["attempts"] == 2
+
+
+class SignallingScorer:
+    """Delivers signals while the frame `at` is being scored, as the interpreter does when
+    Ctrl-C or SIGTERM lands mid-frame: it calls the handler installed for each."""
+
+    def __init__(self, inner, at: int, signals):
+        self.inner, self.at, self.signals, self.calls = inner, at, signals, 0
+        self.scenes, self.scene, self.preprocess, self.backend = inner.scenes, inner.scene, inner.preprocess, inner.backend
+
+    def score_crops(self, crops):
+        if self.calls == self.at:
+            for sig in self.signals:
+                signal.getsignal(sig)(sig, None)
+        self.calls += 1
+        return self.inner.score_crops(crops)
+
+
+def test_ctrl_c_and_sigterm_end_the_run_alike(scorer, tmp_path):
+    video = parse_source(str(write_video(tmp_path / "clip.avi", frames=30)))
+    endings = {}
+    for signals in ([signal.SIGTERM], [signal.SIGINT], [signal.SIGTERM] * 2, [signal.SIGINT] * 2):
+        lines = io.StringIO()
+        runner = StreamRunner(SignallingScorer(scorer, at=5, signals=signals), video, RunOptions(jsonl=lines),
+                              log=lambda line: None)
+        with runner.signals():
+            summary = runner.run()
+        scored_lines = [line for line in lines.getvalue().splitlines() if '"score"' in line]
+        endings[tuple(s.name for s in signals)] = (summary.ended, summary.frames_read, summary.scored,
+                                                   len(scored_lines))
+    # the frame in hand is finished and counted; nothing read ahead is scored or counted after the stop
+    assert set(endings.values()) == {("stopped", 6, 6, 6)}, endings
+
+
+def test_save_names_a_codec_this_opencv_lacks(scorer, tmp_path, monkeypatch):
+    import runtime.stream
+
+    monkeypatch.setitem(runtime.stream.VIDEO_CODECS, ".mp4", "ZZZZ")
+    video = parse_source(str(write_video(tmp_path / "clip.avi", frames=2)))
+    with pytest.raises(RuntimeUserError, match=r"cannot write \.mp4 video with the ZZZZ codec; use \.mp4"):
+        run(scorer, video, save=str(tmp_path / "out.mp4"))
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.avi"]       # the trial file is gone
+    with pytest.raises(RuntimeUserError, match="the folder '/proc' is not writable"):
+        run(scorer, video, save="/proc/a.avi")
