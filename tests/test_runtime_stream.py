@@ -249,7 +249,7 @@ def test_reconnect_gap_runs_from_the_last_frame_to_the_first_frame_after(scorer)
     gap = next(r for r in records if r.get("event") == "gap")
     reconnect = next(r for r in records if r.get("event") == "reconnect")
     # the failed read waited 0.4 s: time without frames, though the loss was noticed only at its end
-    assert reconnect["gap_s"] >= 0.4 and gap["t"] - gap["last_frame_t"] >= 0.4
+    assert reconnect["gap_s"] >= 0.4 and gap["t"] - gap["last_frame_t"] >= 0.4 - 0.002    # t's are rounded to ms
     assert reconnect["gap_s"] == pytest.approx(reconnect["t"] - gap["last_frame_t"], abs=0.002)
     assert reconnect["attempts"] == 2
 

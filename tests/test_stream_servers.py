@@ -95,7 +95,7 @@ def test_stall_gap_runs_from_the_last_frame_to_the_first_frame_after(model):
     # a stall is noticed only when the read times out: the time without frames includes it
     assert reconnect["gap_s"] >= 1.0
     assert reconnect["gap_s"] == pytest.approx(reconnect["t"] - gap["last_frame_t"], abs=0.002)
-    assert gap["t"] - gap["last_frame_t"] >= 1.0
+    assert gap["t"] - gap["last_frame_t"] >= 1.0 - 0.002         # t's are rounded to ms
     assert f"after {reconnect['gap_s']} s without frames" in "\n".join(stderr)
 
 
