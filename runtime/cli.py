@@ -17,6 +17,7 @@ import click
 
 from .errors import RuntimeUserError
 from .hardware import PRECISIONS
+from .images import DEFAULT_MAX_PIXELS
 
 CROP_CHOICES = ("center", "five", "grid", "random10")
 
@@ -59,11 +60,11 @@ def _user_errors():
         raise click.ClickException(str(exc)) from None
 
 
-def _make_scorer(model, backend, device, threads, batch, precision, crops, seed, scene, quiet):
+def _make_scorer(model, backend, device, threads, batch, precision, crops, seed, scene, quiet, **extra):
     from .scorer import Scorer
 
     scorer = Scorer(model, backend=backend, device=device, crops=crops, seed=seed, threads=threads,
-                    batch=batch, precision=precision, scene=scene)
+                    batch=batch, precision=precision, scene=scene, **extra)
     if not quiet:
         click.echo(f"scoring with {scorer.describe()}", err=True)
     for note in scorer.backend.notes:
@@ -157,12 +158,17 @@ def _output(out: Path | None, description: str):
 @click.option("--all-scenes", is_flag=True, help="One column per scene of the model.")
 @click.option("--format", "fmt", type=click.Choice(("table", "csv", "jsonl")), default="table", show_default=True)
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="Write results here, not stdout.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
+              help="Refuse images whose header declares more pixels (decompression bombs); "
+                   "also set by GAMMA_EDGE_MAX_PIXELS.")
 def score_command(paths, model, backend, device, threads, batch, precision, crops, seed, scene, quiet,
-                  all_scenes, fmt, out):
+                  all_scenes, fmt, out, max_pixels):
     """Score images: files, folders (recursive) and globs.
 
-    A file that cannot be decoded is reported in its row and the rest are scored;
-    the exit status is 1 if any image failed.
+    A file that cannot be decoded is reported in its row and the rest are scored.
+    The last line on stderr counts the images scored and failed. Exit status: 0 when
+    every image was scored, 1 when any failed (or a mistake stopped the run), 2 for
+    a wrong option.
 
     \b
       gamma-edge score photos/ --model exported/natural
@@ -176,9 +182,10 @@ def score_command(paths, model, backend, device, threads, batch, precision, crop
 
         load_manifest(resolve_model(model))  # a wrong --model is named before any folder is walked
         images = expand_paths(paths)
-        scorer = _make_scorer(model, backend, device, threads, batch, precision, crops, seed, scene, quiet)
+        scorer = _make_scorer(model, backend, device, threads, batch, precision, crops, seed, scene, quiet,
+                              max_pixels=max_pixels)
         scenes = list(scorer.scenes) if all_scenes else [scorer.scene]
-        failed = 0
+        failed = warned = 0
         with _output(out, "--out") as stream:
             writer = RowWriter(stream, fmt, scenes)
             bar = tqdm(total=len(images), unit="img", file=sys.stderr, dynamic_ncols=True,
@@ -186,14 +193,26 @@ def score_command(paths, model, backend, device, threads, batch, precision, crop
             try:
                 for row in scorer.score_many(images):
                     failed += not row.ok
+                    warned += row.warning is not None
                     writer.write(row)
                     bar.update()
             finally:
                 bar.close()
                 writer.close()
+    click.echo(score_status(len(images), failed, warned), err=True)
     if failed:
-        click.echo(f"{failed} of {len(images)} image(s) could not be scored; see the error column", err=True)
         sys.exit(1)
+
+
+def score_status(total: int, failed: int, warned: int) -> str:
+    """score's last line: what happened to every image."""
+    line = f"scored {total - failed} of {total} image(s)"
+    if failed:
+        line += f"; {failed} could not be scored (see the error column)"
+    if warned:
+        line += (f"; {warned} smaller than the crop at the model's scale were enlarged, so their scores say "
+                 "little (see the warning field of --format jsonl)")
+    return line
 
 
 class _Retries(click.ParamType):

@@ -52,7 +52,7 @@ def test_score_folder_reports_bad_files_in_their_rows(model, photos):
         assert abs(float(by_name[name]["score"]) - scorer.score(by_name[name]["path"])) < 1e-6
     for name in ("corrupt.jpg", "empty.jpg", "notes.jpg"):
         assert by_name[name]["score"] == "" and by_name[name]["error"]
-    assert "3 of 7 image(s) could not be scored" in result.stderr
+    assert "scored 4 of 7 image(s); 3 could not be scored" in result.stderr
     assert "Traceback" not in result.output
 
 
