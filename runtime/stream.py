@@ -500,8 +500,9 @@ class Summary:
     detail: str = ""                 # the final line: what ended the run, in one sentence
 
     @property
-    def exit_status(self) -> int:
-        return ENDINGS[self.ended].exit_status
+    def exit_status(self) -> int | None:
+        """None while the run has not ended."""
+        return ENDINGS[self.ended].exit_status if self.ended in ENDINGS else None
 
     def as_dict(self) -> dict:
         scores = np.asarray(self.scores, dtype=np.float64)
