@@ -113,7 +113,7 @@ def test_entry_point_has_no_traceback_for_user_errors(model, tmp_path):
 def test_run_unreachable_stream_is_one_line(model):
     result = invoke(run_command, ["rtsp://127.0.0.1:9/nothing", "--model", model, "-q"])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "stream 'rtsp://127.0.0.1:9/nothing' could not be opened within 5 s" in result.output
+    assert "stream 'rtsp://127.0.0.1:9/nothing' could not be opened: it refused the connection" in result.output
 
 
 def test_bad_model_is_named_before_folders_are_walked_and_empty_folder_is_one_sentence(tmp_path):
