@@ -107,7 +107,8 @@ def main() -> None:
     from export.calibration import validation_set
     from export.graph import build_graph
     from export.onnx_export import export_onnx, optimize_for_onnxruntime
-    from export.validate import crops_to_images, onnxruntime_runner, openvino_runner, reference_scores, spearman
+    from export.validate import crops_to_images, onnxruntime_runner, openvino_runner, reference_scores
+    from runtime.metrics import srcc
 
     work = Path(args.work or tempfile.mkdtemp(prefix="gamma-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -183,12 +184,12 @@ def main() -> None:
         runners[unrewritten] = onnxruntime_runner(fused, args.threads)[0]
         got = np.concatenate([runners[unrewritten](val[i:i + 8]) for i in range(0, len(val), 8)])
         meta[unrewritten] = {"bytes": fused.stat().st_size, "max_abs_diff": float(np.abs(got - reference).max()),
-                             "srcc": spearman(reference[:, 0], got[:, 0]),
+                             "srcc": srcc(reference[:, 0], got[:, 0]),
                              "flops": graph_flops(model.config, class_token_only=False)}
 
     for name in [n for n in runners if meta[n].get("measure")]:    # rows without an export of their own
         got = np.concatenate([runners[name](val[i:i + 8]) for i in range(0, len(val), 8)])
-        meta[name].update(max_abs_diff=float(np.abs(got - reference).max()), srcc=spearman(reference[:, 0], got[:, 0]))
+        meta[name].update(max_abs_diff=float(np.abs(got - reference).max()), srcc=srcc(reference[:, 0], got[:, 0]))
 
     crops = val[:10]
     times = {name: {1: [], 10: []} for name in runners}

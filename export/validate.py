@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from runtime.metrics import srcc
+
 # The INT8 fidelity gate: Spearman of INT8 scores vs the FP32 graph's on the held-out validation crops.
 INT8_MIN_SRCC = 0.99
 
@@ -40,23 +42,14 @@ def reference_scores(model, crops: np.ndarray, scenes: Sequence[str], batch: int
     return np.concatenate(out).astype(np.float32)
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(spearmanr(a, b).statistic)
-
-
 def compare(reference: np.ndarray, scores: np.ndarray) -> dict:
     """max/mean |diff| over all scores and the worst per-scene Spearman."""
     reference, scores = np.asarray(reference, np.float64), np.asarray(scores, np.float64)
     if reference.shape != scores.shape:
         raise AssertionError(f"exported graph returned {scores.shape}, PyTorch {reference.shape}")
     diff = np.abs(reference - scores)
-    srcc = min(spearman(reference[:, s], scores[:, s]) for s in range(reference.shape[1]))
-    return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()), "srcc": round(srcc, 6)}
+    worst = min(srcc(reference[:, s], scores[:, s]) for s in range(reference.shape[1]))
+    return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()), "srcc": round(worst, 6)}
 
 
 def latency_ms(run: Callable[[np.ndarray], np.ndarray], crop: np.ndarray, repeats: int = 5) -> float:
@@ -117,7 +110,7 @@ def parity_report(run: Callable, model, scenes: Sequence[str], crops: np.ndarray
               "latency_ms_batch1": latency_ms(run, crops[:1]), "file_bytes": int(file_bytes),
               "providers": list(providers)}
     if fp32_scores is not None:
-        report["srcc_vs_fp32_graph"] = round(min(spearman(fp32_scores[:, s], scores[:, s])
+        report["srcc_vs_fp32_graph"] = round(min(srcc(fp32_scores[:, s], scores[:, s])
                                                  for s in range(scores.shape[1])), 6)
     return report
 

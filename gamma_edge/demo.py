@@ -51,7 +51,7 @@ def ranking(scorer, card: dict) -> tuple[dict, list[tuple], np.ndarray]:
     photos (`srcc_min`: the worst photo). `srcc_pooled` ranks all held-out photos' images of
     the kind together by level, which also asks that a pristine photo of one scene outrank a
     degraded photo of another: content the model has never seen makes that harder."""
-    from runtime.benchmark_cli import spearman
+    from runtime.metrics import srcc
 
     items = list(held_out_images(card))
     scores = np.array([row.score for row in scorer.score_many([image for *_, image in items])])
@@ -62,9 +62,9 @@ def ranking(scorer, card: dict) -> tuple[dict, list[tuple], np.ndarray]:
         per_photo = []
         for photo in card["held_out_photos"]:
             mine = [i for i in index if items[i][0] == photo]
-            per_photo.append(spearman(scores[mine], -np.array([items[i][2] for i in mine])))
+            per_photo.append(srcc(scores[mine], -np.array([items[i][2] for i in mine])))
         per_kind[kind] = {"srcc": float(np.mean(per_photo)), "srcc_min": float(np.min(per_photo)),
-                          "srcc_pooled": spearman(scores[index], -levels),
+                          "srcc_pooled": srcc(scores[index], -levels),
                           "mean_by_level": [float(scores[[i for i in index if items[i][2] == lv]].mean())
                                             for lv in range(card["levels"] + 1)]}
     return per_kind, items, scores
@@ -83,7 +83,7 @@ def demo_command(out: Path, threads):
     convert' and export them.
     """
     from runtime import Scorer
-    from runtime.benchmark_cli import spearman
+    from runtime.metrics import srcc
     from runtime.errors import RuntimeUserError
 
     if not CARD.is_file() or not (_runtime_models() / "demo" / "manifest.json").is_file():
@@ -109,7 +109,7 @@ def demo_command(out: Path, threads):
         for kind, result in per_kind.items():
             click.echo(f"   {kind:16s}" + "".join(f"{m:7.3f}" for m in result["mean_by_level"])
                        + f"{result['srcc']:8.3f}{result['srcc_min']:8.3f}{result['srcc_pooled']:8.3f}")
-        pooled = spearman(reference, -np.array([item[2] for item in items]))
+        pooled = srcc(reference, -np.array([item[2] for item in items]))
         click.echo(f"   all kinds and photos pooled: SRCC {pooled:.3f} over {len(items)} images")
 
         # 2. engines and precisions agree
@@ -125,7 +125,7 @@ def demo_command(out: Path, threads):
         for name, scorer in others:
             scores = np.array([row.score for row in scorer.score_many(images)])
             parity[name] = {"max_abs_diff": float(np.abs(scores - reference).max()),
-                            "srcc_vs_fp32": spearman(scores, reference)}
+                            "srcc_vs_fp32": srcc(scores, reference)}
             click.echo(f"   {name:18s} max |diff| {parity[name]['max_abs_diff']:.2e}   "
                        f"SRCC vs FP32 {parity[name]['srcc_vs_fp32']:.4f}")
 

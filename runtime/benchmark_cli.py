@@ -26,6 +26,7 @@ from .crops import Preprocess
 from .errors import RuntimeUserError
 from .images import read_image
 from .manifest import load_manifest
+from .metrics import plcc, srcc
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
@@ -54,32 +55,6 @@ class Row:
     _backend: object = field(default=None, repr=False)
     _b1: list = field(default_factory=list, repr=False)
     _bk: list = field(default_factory=list, repr=False)
-
-
-def rank(values: np.ndarray) -> np.ndarray:
-    """Ranks with ties averaged (as Spearman's rho needs)."""
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values), np.float64)
-    sorted_values = values[order]
-    i = 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and sorted_values[j + 1] == sorted_values[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0
-        i = j + 1
-    return ranks
-
-
-def pearson(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    a, b = a - a.mean(), b - b.mean()
-    denominator = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / denominator) if denominator > 0 else float("nan")
-
-
-def spearman(a, b) -> float:
-    return pearson(rank(np.asarray(a, np.float64)), rank(np.asarray(b, np.float64)))
 
 
 def default_models() -> list[Path]:
@@ -201,10 +176,10 @@ def measure(models: list[Path], images, labels, crops: str | None, threads: int 
         row.crops_p50_ms, row.crops_p95_ms = _p50_p95(row._bk)
         row.images_per_s = 1000.0 / row.crops_p50_ms
         row.max_abs_diff = float(np.abs(s - reference).max())
-        row.srcc_vs_fp32 = spearman(s, reference) if len(s) > 2 else None
+        row.srcc_vs_fp32 = srcc(s, reference) if len(s) > 2 else None
         if labels is not None:
-            row.srcc_vs_labels = spearman(s, labels)
-            row.plcc_vs_labels = pearson(s, labels)
+            row.srcc_vs_labels = srcc(s, labels)
+            row.plcc_vs_labels = plcc(s, labels)
     context = {"images": len(images), "crops_per_image": crop_batch, "crop_protocol": preprocess_name(preprocess),
                "reference": f"{reference_row.model} on {reference_row.engine}", "runs": runs,
                "threads": threads, "gemm_gflops": gemm_probe(), "labels": labels is not None,

@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT))
 from gamma_edge.demo import ASSETS, CARD, ranking  # noqa: E402
 from gamma_edge.distortions import DISTORTIONS, distort, mos_of  # noqa: E402
 from runtime import Scorer  # noqa: E402
-from runtime.benchmark_cli import SAMPLES_DIR, spearman  # noqa: E402
+from runtime.benchmark_cli import SAMPLES_DIR  # noqa: E402
+from runtime.metrics import srcc  # noqa: E402
 from runtime.scorer import DEMO_MODEL  # noqa: E402
 
 SAMPLE_LEVELS = (2, 5)
@@ -89,8 +90,8 @@ def main(work: Path) -> None:
             "srcc_worst_photo_per_kind": {k: round(v["srcc_min"], 3) for k, v in per_kind.items()},
             "srcc_pooled_per_kind": {k: round(v["srcc_pooled"], 3) for k, v in per_kind.items()},
             "mean_score_by_level": {k: [round(m, 3) for m in v["mean_by_level"]] for k, v in per_kind.items()},
-            "srcc_all_kinds_pooled": round(spearman(reference, -np.array([i[2] for i in items])), 3),
-            "int8_srcc_vs_fp32": round(spearman(int8_scores, reference), 4),
+            "srcc_all_kinds_pooled": round(srcc(reference, -np.array([i[2] for i in items])), 3),
+            "int8_srcc_vs_fp32": round(srcc(int8_scores, reference), 4),
             "int8_max_abs_diff": float(np.abs(int8_scores - reference).max()),
             "int8_method": int8_manifest.get("quantization", {}).get("method", "?"),
             "crops": fp32.preprocess.crops_per_image,

@@ -54,7 +54,7 @@ def test_ort_int8_keeps_the_ranking_of_distorted_photos(int8_export, ladder):
     import onnx
     import onnxruntime as ort
 
-    from export.validate import spearman
+    from runtime.metrics import srcc
 
     crops, reference = ladder
     path = int8_export.out_dir / "model.onnx"
@@ -63,7 +63,7 @@ def test_ort_int8_keeps_the_ranking_of_distorted_photos(int8_export, ladder):
     assert ops.count("LayerNormalization") >= 5 and "Softmax" in ops              # these stayed float
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     scores = np.concatenate([session.run(None, {"crops": crops[i:i + 8]})[0] for i in range(0, len(crops), 8)])
-    rho = spearman(reference[:, 0], scores[:, 0])
+    rho = srcc(reference[:, 0], scores[:, 0])
     assert rho >= ORT_INT8_MIN_SPEARMAN, f"INT8 Spearman vs FP32 {rho:.4f}"
     assert np.abs(scores - reference).max() > 1e-6                                  # not the FP32 graph
     manifest = int8_export.manifest
@@ -112,7 +112,7 @@ def test_openvino_int8_keeps_the_ranking_of_distorted_photos(model, ladder, tmp_
     import openvino as ov
 
     from export import export_model
-    from export.validate import spearman
+    from runtime.metrics import srcc
     from runtime.backends import compile_openvino
 
     crops, reference = ladder
@@ -121,7 +121,7 @@ def test_openvino_int8_keeps_the_ranking_of_distorted_photos(model, ladder, tmp_
     ir = ov.Core().read_model(str(result.out_dir / "model.xml"))
     assert sum(op.get_type_name() == "FakeQuantize" for op in ir.get_ops()) > 10
     scores = compile_openvino(ov.Core(), ir)({0: crops})[0]
-    rho = spearman(reference[:, 0], scores[:, 0])
+    rho = srcc(reference[:, 0], scores[:, 0])
     assert rho >= ORT_INT8_MIN_SPEARMAN, f"OpenVINO INT8 Spearman vs FP32 {rho:.4f}"
     assert 1e-6 < np.abs(scores - reference).max() < 0.06
     manifest = result.manifest

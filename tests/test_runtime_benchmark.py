@@ -7,7 +7,8 @@ import pytest
 from click.testing import CliRunner
 from scipy.stats import pearsonr, spearmanr
 
-from runtime.benchmark_cli import benchmark_command, rank, spearman
+from runtime.benchmark_cli import benchmark_command
+from runtime.metrics import rank, srcc as spearman
 from runtime_fixtures import make_model, textured_image
 
 

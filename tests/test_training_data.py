@@ -12,7 +12,7 @@ from training import synth
 from training.crops import crop_offsets, resize_for_crops
 from training.datasets import (EpochOrder, TrainingImages, load_dataset, load_registry, read_split_file,
                                resolve_datasets)
-from training.metrics import correlations, plcc, plcc_fit, srcc
+from runtime.metrics import correlations, krcc, plcc, plcc_fit, srcc
 
 PAPER_DATASETS = {"koniq10k": (0, 100, False, "natural"), "spaq": (0, 100, False, "natural"),
                   "livec": (0, 100, False, "natural"), "kadid10k": (1, 5, False, "natural"),
@@ -294,7 +294,7 @@ def test_metrics_against_known_values():
     # A monotonic nonlinearity is what the logistic fit is for.
     y = 1 / (1 + np.exp(-(x - 4.5)))
     assert plcc_fit(x, y) > plcc(x, y) and plcc_fit(x, y) == pytest.approx(1.0, abs=1e-3)
-    assert set(correlations(x, y)) == {"srcc", "plcc", "plcc_fit"}
+    assert set(correlations(x, y)) == {"srcc", "plcc", "plcc_fit", "krcc"}
 
 
 def test_training_crops_equal_the_runtimes():

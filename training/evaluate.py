@@ -20,7 +20,7 @@ import torch
 from gamma_edge.errors import GammaUserError
 from training.crops import PROTOCOLS
 from training.datasets import DatasetPart, EvaluationImages
-from training.metrics import correlations
+from runtime.metrics import correlations
 
 
 @torch.no_grad()
