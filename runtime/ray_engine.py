@@ -1,0 +1,441 @@
+"""`gamma-edge score --engine ray`: score a dataset of any size on Ray Data, resumably, into Parquet.
+
+The pipeline (docs/ray.md):
+
+    input table (driver) -> cut_crops (Ray tasks: read, decode, crop) -> ScoreActor pool (one backend
+    each) -> driver: rows grouped into blocks, each finished block written as a part file
+
+Decoding and cropping are the Scorer's own (`Scorer.prepare`), and so is scoring (`Scorer.score_crops`),
+so an image gets exactly the score `gamma-edge score` gives it. Ray is imported only here, lazily:
+the local engine never needs it. Resuming and the table's layout live in score_table.py.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RuntimeUserError
+from .images import DEFAULT_MAX_PIXELS
+from .ray_inputs import list_inputs, read_member
+from .score_table import Parts, finished_key, make_run, manifest_id, write_keep_list
+from .scorer import Scorer, resolve_model, yield_to_inference
+
+DEFAULT_BLOCK_SIZE = 128           # images per block: about 100 MB of five 224-pixel crops in flight
+# Fault injection for the tests: an actor that finds this file deletes it and exits (once, mid-run).
+TEST_ACTOR_EXIT = "GAMMA_EDGE_TEST_ACTOR_EXIT"
+CONNECT_TIMEOUT_S = 5.0
+
+
+@dataclass
+class RayOptions:
+    """The Ray engine's own options (the model options are the local engine's)."""
+
+    address: str | None = None
+    actors: int | None = None           # None: one per GPU, else one per node
+    block_size: int = DEFAULT_BLOCK_SIZE
+    path_column: str = "path"
+    keep: Path | None = None             # the keep-list file
+    keep_above: float | None = None
+    keep_top: float | None = None
+
+
+@dataclass
+class RaySummary:
+    images: int
+    scored_now: int = 0
+    done_before: int = 0
+    failed: int = 0
+    kept: int | None = None
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    def text(self, out: Path) -> str:
+        parts = [f"{self.images} image(s) in '{out}'"]
+        if self.scored_now:
+            parts[0] += (f": {self.scored_now} scored now in {self.seconds:.1f} s "
+                         f"({self.scored_now / self.seconds:.1f} images/s with Ray's start)")
+        if self.done_before:
+            parts.append(f"{self.done_before} done before")
+        if self.failed:
+            parts.append(f"{self.failed} could not be scored (see the error column)")
+        if self.kept is not None:
+            parts.append(f"{self.kept} kept")
+        return "; ".join(parts)
+
+
+def score_with_ray(arguments, out: Path, options: RayOptions, *, model=None, backend="auto", device="auto",
+                   threads=None, batch=None, precision="auto", crops=None, seed=0, scene=None,
+                   quiet=False, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> RaySummary:
+    """Score every image the arguments name into the Parquet file `out`, resuming an earlier run."""
+    from .crops import Preprocess
+    from .manifest import load_manifest
+
+    check_options(out, options)
+    manifest = load_manifest(resolve_model(model))
+    preprocess = Preprocess.from_manifest(manifest, crops, seed)
+    scene = scene or manifest.scenes[0]
+    if scene not in manifest.scenes:
+        raise RuntimeUserError(f"scene {scene!r} is not in this model; it scores {', '.join(manifest.scenes)}")
+    inputs = list_inputs(arguments, options.path_column)
+    for problem in inputs.problems:
+        _say(f"warning: {problem}")
+    parts = Parts(out)
+    block_size = parts.recorded_block_size() or options.block_size
+    if block_size != options.block_size:
+        _say(f"note: resuming with the block size the run started with ({block_size})")
+    run = make_run(inputs.paths, block_size, manifest.scenes, preprocess.crops, seed, max_pixels,
+                   (manifest.raw.get("model") or {}).get("sha256"), manifest_id(manifest.raw))
+    summary = RaySummary(len(inputs), problems=list(inputs.problems))
+    finished = finished_key(out)
+    if finished == run.key:
+        summary.done_before = len(inputs)
+        _say(f"'{out}' is already complete; nothing to score")
+    elif finished is not None:
+        raise RuntimeUserError(f"'{out}' already exists and holds other results; choose another --out or delete it")
+    else:
+        parts.start(run)
+        done = parts.done_blocks()
+        summary.done_before = sum(block_length(run, block) for block in done)
+        pending = [block for block in range(run.blocks) if block not in done]
+        if pending:
+            scorer_options = dict(model=str(manifest.folder if model is None else model), backend=backend,
+                                  device=device, threads=threads, batch=batch, precision=precision,
+                                  crops=preprocess.crops, seed=seed, scene=scene, max_pixels=max_pixels)
+            started = time.perf_counter()
+            summary.scored_now = run_pipeline(inputs, run, pending, parts, preprocess, scorer_options,
+                                              options, quiet)
+            summary.seconds = time.perf_counter() - started
+        parts.compact(run)
+    summary.failed = count_failed(out)
+    if options.keep is not None:
+        summary.kept = write_keep_list(out, options.keep, scene, options.keep_above, options.keep_top)
+    return summary
+
+
+def check_options(out: Path | None, options: RayOptions) -> None:
+    if out is None or str(out) == "-":
+        raise RuntimeUserError("--engine ray writes a Parquet file; name it with --out (e.g. --out scores.parquet)")
+    if options.block_size < 1:
+        raise RuntimeUserError(f"--block-size must be at least 1 image, not {options.block_size}")
+    if options.actors is not None and options.actors < 1:
+        raise RuntimeUserError(f"--actors must be at least 1, not {options.actors}")
+    if options.keep_top is not None and not 0 < options.keep_top <= 1:
+        raise RuntimeUserError(f"--keep-top is a fraction in (0, 1], not {options.keep_top}")
+    if (options.keep_above is not None or options.keep_top is not None) and options.keep is None:
+        raise RuntimeUserError("--keep-above and --keep-top choose what goes into the keep-list; name it with --keep FILE")
+
+
+def block_length(run, block: int) -> int:
+    return min(run.block_size, run.images - block * run.block_size)
+
+
+def count_failed(out: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(out, columns=["error"]).column("error").drop_null().__len__()
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- the pipeline --------------------------------------------------------------------------------
+def run_pipeline(inputs, run, pending: list[int], parts: Parts, preprocess, scorer_options: dict,
+                 options: RayOptions, quiet: bool) -> int:
+    """Score the pending blocks and write each as a part file; returns the images scored."""
+    import ray
+
+    started_here = connect(options.address)
+    quiet_ray_logs()
+    try:
+        layout = plan_actors(ray.cluster_resources(), len(ray.nodes()), options.actors,
+                             scorer_options["device"], scorer_options["threads"])
+        scorer_options = dict(scorer_options, threads=layout.threads)
+        if not quiet:
+            _say(f"scoring {sum(block_length(run, b) for b in pending)} of {run.images} image(s) on Ray "
+                 f"with {layout.describe()}; crops {preprocess.crops}; parts in '{parts.folder}'")
+        dataset = build_dataset(inputs, run, pending, preprocess, scorer_options, layout)
+        return collect_blocks(dataset, run, pending, parts, quiet)
+    except Exception as exc:
+        raise _user_error_inside(exc) or exc
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def connect(address: str | None) -> bool:
+    """Join the Ray cluster at `address`, or start a local Ray; True if this call started it.
+    A driver that already called ray.init (a notebook, the tests) keeps its Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    # Ray's C++ core logs notices as errors on stderr (e.g. about the actors' restart policy that we
+    # chose); a real failure still reaches us as an exception. RAY_BACKEND_LOG_LEVEL=info shows them.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    if address is None:
+        ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        return True
+    check_reachable(address)
+    try:
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise RuntimeUserError(f"cannot join the Ray cluster at '{address}' ({str(exc).splitlines()[0]}); "
+                               f"check --ray-address") from None
+    return True
+
+
+def check_reachable(address: str) -> None:
+    """ray.init waits minutes on an address nobody listens at; a plain connect tells at once."""
+    if address == "auto":
+        return
+    host, _, port = address.split("://")[-1].rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except ValueError:
+        raise RuntimeUserError(f"--ray-address '{address}' is not HOST:PORT (e.g. 10.0.0.5:6379) or 'auto'") from None
+    except OSError as exc:
+        raise RuntimeUserError(f"the Ray cluster at '{address}' cannot be reached ({exc.strerror or exc}); "
+                               f"start it with 'ray start --head' or fix --ray-address") from None
+
+
+def quiet_ray_logs() -> None:
+    """Our own progress line says what Ray Data's bars and start-up lines would."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+
+
+def _user_error_inside(exc: BaseException) -> RuntimeUserError | None:
+    """A RuntimeUserError raised in a task or actor reaches the driver wrapped by Ray; unwrap it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        cause = getattr(exc, "cause", None)          # ray.exceptions.RayTaskError keeps the original here
+        if isinstance(cause, RuntimeUserError):
+            return cause
+        if type(exc) is RuntimeUserError:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@dataclass(frozen=True)
+class ActorLayout:
+    actors: int
+    gpus_each: int
+    threads: int | None
+    cpus_each: float        # the Ray CPUs an actor asks for; a decode task asks for half as many
+
+    def describe(self) -> str:
+        device = "1 GPU" if self.gpus_each else f"{self.threads} thread(s)"
+        return f"{self.actors} scoring actor(s) of {device} each"
+
+
+def plan_actors(resources: dict, nodes: int, actors: int | None, device: str, threads: int | None) -> ActorLayout:
+    """One actor per GPU (or per node without GPUs) unless --actors says; CPU actors share the cores.
+    Actors ask for at most one Ray CPU each and together never for all of them, so decoding always
+    has room beside them; a decode task asks for half an actor's share (two decode tasks per share,
+    and Ray Data fuses only operators asking for equal resources: fused, decoding would wait for
+    inference in the actor instead of running beside it)."""
+    cpus = float(resources.get("CPU", 1))
+    gpus = int(resources.get("GPU", 0))
+    wants_gpu = device in ("cuda", "tensorrt") or (device == "auto" and gpus > 0)
+    if device in ("cuda", "tensorrt") and gpus == 0:
+        raise RuntimeUserError(f"--device {device} asks for a GPU but the Ray cluster has none; "
+                               f"use --device cpu or add GPU nodes")
+    actors = actors or (gpus if wants_gpu else max(1, nodes))
+    if wants_gpu and actors > gpus:
+        raise RuntimeUserError(f"--actors {actors} asks for one GPU each but the Ray cluster has {gpus}")
+    cpus_each = min(1.0, cpus / (actors + 1))
+    if not wants_gpu and threads is None:
+        threads = max(1, int(cpus // actors))
+    return ActorLayout(actors, 1 if wants_gpu else 0, threads, cpus_each)
+
+
+def build_dataset(inputs, run, pending: list[int], preprocess, scorer_options: dict, layout: ActorLayout):
+    import ray
+
+    table = inputs.table()
+    blocks = [table.slice(block * run.block_size, block_length(run, block)) for block in pending]
+    dataset = ray.data.from_arrow(blocks)
+    dataset = dataset.map_batches(cut_crops, batch_size=run.block_size, batch_format="pyarrow",
+                                  fn_kwargs={"preprocess": preprocess, "max_pixels": scorer_options["max_pixels"]},
+                                  num_cpus=layout.cpus_each / 2)
+    return dataset.map_batches(ScoreActor, batch_size=run.block_size, batch_format="numpy",
+                               fn_constructor_kwargs={"scorer_options": scorer_options, "run": run},
+                               compute=ray.data.ActorPoolStrategy(size=layout.actors),
+                               num_cpus=layout.cpus_each, num_gpus=layout.gpus_each or None)
+
+
+def collect_blocks(dataset, run, pending: list[int], parts: Parts, quiet: bool) -> int:
+    """Gather the scored rows into their blocks; write each block the moment it is complete."""
+    import pyarrow as pa
+
+    waiting: dict[int, list] = {}
+    remaining = {block: block_length(run, block) for block in pending}
+    progress = Progress(sum(remaining.values()), quiet)
+    scored = 0
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        blocks = batch.column("index").to_numpy() // run.block_size
+        for block in np.unique(blocks):
+            rows = batch.filter(pa.array(blocks == block))
+            waiting.setdefault(int(block), []).append(rows)
+            remaining[int(block)] -= rows.num_rows
+            if remaining[int(block)] == 0:
+                parts.write(int(block), finished_block(waiting.pop(int(block))))
+        scored += batch.num_rows
+        progress.update(batch.num_rows)
+    progress.close()
+    if any(remaining.values()):
+        raise AssertionError(f"blocks left incomplete: {[b for b, n in remaining.items() if n][:5]}")  # a bug
+    return scored
+
+
+def finished_block(pieces):
+    import pyarrow as pa
+
+    table = pa.concat_tables(pieces)
+    return table.sort_by("index").drop_columns(["index"])
+
+
+# -- tasks and actors ----------------------------------------------------------------------------
+class CropCutter:
+    """The Scorer's decode-and-crop step without the Scorer's backend: a task that only cuts crops
+    needs no model session, and borrowing `Scorer.prepare` keeps one definition of the step."""
+
+    prepare = Scorer.prepare
+
+    def __init__(self, preprocess, max_pixels):
+        self.preprocess, self.max_pixels = preprocess, max_pixels
+
+
+def cut_crops(batch, preprocess, max_pixels):
+    """Ray task: read and decode a batch of images into their crops (an image that fails keeps its
+    error and all-zero crops, which nobody scores). Decoding runs at a lower CPU priority, in a
+    thread that ends with the task, so it fills gaps around inference on shared cores."""
+    import pyarrow as pa
+    from ray.data.extensions import ArrowTensorArray
+
+    cutter = CropCutter(preprocess, max_pixels)
+    rows = batch.to_pylist()
+    with ThreadPoolExecutor(1, initializer=yield_to_inference) as pool:
+        prepared = list(pool.map(lambda row: _prepare_row(cutter, row), rows))
+    size, count = preprocess.crop_size, preprocess.crops_per_image
+    crops = np.zeros((len(rows), count, size, size, 3), dtype=np.uint8)
+    for i, (image_crops, _, _) in enumerate(prepared):
+        if image_crops is not None:
+            crops[i] = image_crops
+    return pa.table({
+        "index": batch.column("index"),
+        "path": batch.column("path"),
+        "crops": ArrowTensorArray.from_numpy(crops),
+        "warning": pa.array([warning for _, warning, _ in prepared], pa.string()),
+        "error": pa.array([error for _, _, error in prepared], pa.string()),
+    })
+
+
+def _prepare_row(cutter: CropCutter, row: dict):
+    """(crops, warning, error) of one input row: a file path, or a member of a tar shard."""
+    try:
+        if row["shard"] is None:
+            return *cutter.prepare(row["path"], row["path"]), None
+        try:
+            data = read_member(row["shard"], row["offset"], row["size"])
+        except OSError as exc:
+            raise RuntimeUserError(f"the shard '{row['shard']}' cannot be read ({exc.strerror}); check it") from None
+        return *cutter.prepare(data, row["path"]), None
+    except RuntimeUserError as exc:
+        return None, None, str(exc)
+
+
+class ScoreActor:
+    """Ray actor holding ONE backend session (one per GPU, or a share of the cores)."""
+
+    def __init__(self, scorer_options: dict, run):
+        self.scorer = Scorer(**scorer_options)
+        self.run = run
+        self.calls = 0
+
+    def __call__(self, batch: dict) -> "pa.Table":  # noqa: F821 - pyarrow is imported lazily
+        import pyarrow as pa
+
+        self.calls += 1
+        exit_once_for_tests(self.calls)
+        errors = batch["error"]
+        values = [None if errors[i] is not None else self.scorer.score_crops(batch["crops"][i])
+                  for i in range(len(errors))]
+        columns = {"index": pa.array(batch["index"], pa.int64()), "path": pa.array(batch["path"], pa.string())}
+        for column, scene in enumerate(self.run.scenes):
+            columns[scene] = pa.array([None if v is None else float(v[column]) for v in values], pa.float64())
+        rows = len(errors)
+        columns.update({
+            "crops": pa.array([self.run.crops] * rows, pa.string()),
+            "crop_count": pa.array([0 if v is None else len(batch["crops"][i]) for i, v in enumerate(values)],
+                                   pa.int32()),
+            "error": pa.array(list(errors), pa.string()),
+            "warning": pa.array(list(batch["warning"]), pa.string()),
+            "model_sha256": pa.array([self.run.model_sha256] * rows, pa.string()),
+            "manifest_id": pa.array([self.run.manifest_id] * rows, pa.string()),
+        })
+        return pa.table(columns)
+
+
+def exit_once_for_tests(calls: int) -> None:
+    """The actor-failure test: from its second batch on, an actor that finds the trigger file named by
+    GAMMA_EDGE_TEST_ACTOR_EXIT removes it and dies, as a crashed or preempted node would."""
+    trigger = os.environ.get(TEST_ACTOR_EXIT)
+    if not trigger or calls < 2:
+        return
+    try:
+        os.unlink(trigger)          # only one actor wins the unlink, so only one exits
+    except FileNotFoundError:
+        return
+    os._exit(1)
+
+
+class Progress:
+    """Scored images, rate and ETA on stderr: rewritten in place on a terminal, a line every 30 s in a log."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.total, self.quiet, self.done = total, quiet, 0
+        self.tty = sys.stderr.isatty()
+        self.started = self.shown = time.perf_counter()
+
+    def update(self, count: int) -> None:
+        self.done += count
+        now = time.perf_counter()
+        if not self.quiet and now - self.shown >= (1.0 if self.tty else 30.0):
+            self.shown = now
+            self._show(now, end="\r" if self.tty else "\n")
+
+    def close(self) -> None:
+        if not self.quiet and self.tty:
+            self._show(time.perf_counter(), end="\n")
+
+    def _show(self, now: float, end: str) -> None:
+        rate = self.done / max(now - self.started, 1e-9)
+        eta = (self.total - self.done) / rate if rate else math.inf
+        print(f"scored {self.done}/{self.total} ({100 * self.done / max(self.total, 1):.0f}%), "
+              f"{rate:.1f} images/s, ETA {_duration(eta)}", end=end, file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
