@@ -161,8 +161,26 @@ def _output(out: Path | None, description: str):
 @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse images whose header declares more pixels (decompression bombs); "
                    "also set by GAMMA_EDGE_MAX_PIXELS.")
+@click.option("--engine", type=click.Choice(("local", "ray")), default="local", show_default=True,
+              help="ray: score on Ray Data (a local Ray, or --ray-address), resumably, into the Parquet "
+                   "file --out; also reads .txt path lists, Parquet path columns and .tar WebDataset shards "
+                   "(docs/ray.md).")
+@click.option("--ray-address", default=None, help="[ray] The Ray cluster to join (HOST:PORT or auto); "
+                                                  "default: start a local Ray.")
+@click.option("--actors", type=click.IntRange(min=1), default=None,
+              help="[ray] Scoring actors, one backend each. Default: one per GPU, else one per node.")
+@click.option("--block-size", type=click.IntRange(min=1), default=None,
+              help="[ray] Images per block: the unit of memory, of part files and of resuming. Default: 128.")
+@click.option("--path-column", default=None, help="[ray] The column of image paths in input Parquet files. "
+                                                  "Default: path.")
+@click.option("--keep", "keep_file", type=click.Path(path_type=Path), default=None,
+              help="[ray] Write the keep-list (paths, one a line) chosen by --keep-above / --keep-top.")
+@click.option("--keep-above", type=float, default=None, help="[ray] Keep images scoring at least this.")
+@click.option("--keep-top", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              help="[ray] Keep the best-scoring fraction of the scored images (e.g. 0.3).")
 def score_command(paths, model, backend, device, threads, batch, precision, crops, seed, scene, quiet,
-                  all_scenes, fmt, out, max_pixels):
+                  all_scenes, fmt, out, max_pixels, engine, ray_address, actors, block_size, path_column,
+                  keep_file, keep_above, keep_top):
     """Score images: files, folders (recursive) and globs.
 
     A file that cannot be decoded is reported in its row and the rest are scored.
@@ -173,7 +191,17 @@ def score_command(paths, model, backend, device, threads, batch, precision, crop
     \b
       gamma-edge score photos/ --model exported/natural
       gamma-edge score 'shots/**/*.jpg' --format csv --out scores.csv
+      gamma-edge score 'shards/*.tar' --engine ray --out scores.parquet --keep-top 0.3 --keep keep.txt
     """
+    ray_options = dict(address=ray_address, actors=actors, block_size=block_size, path_column=path_column,
+                       keep=keep_file, keep_above=keep_above, keep_top=keep_top)
+    if engine == "ray" or any(value is not None for value in ray_options.values()):
+        from .ray_cli import score_on_ray
+
+        score_on_ray(engine, paths, out, fmt, ray_options, model=model, backend=backend, device=device,
+                     threads=threads, batch=batch, precision=precision, crops=crops, seed=seed, scene=scene,
+                     quiet=quiet, max_pixels=max_pixels)
+        return
     from tqdm import tqdm
 
     with _user_errors():
