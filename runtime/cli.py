@@ -260,7 +260,7 @@ class _Retries(click.ParamType):
 
 
 @click.command("run")
-@click.argument("source")
+@click.argument("sources", nargs=-1, metavar="[SOURCE]...")
 @_model_options
 @click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Score every N-th frame.")
 @click.option("--fps", "max_fps", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -287,15 +287,35 @@ class _Retries(click.ParamType):
               metavar="SECONDS", help="... up to this.")
 @click.option("--verbose", "-v", is_flag=True,
               help="Also print OpenCV's and FFmpeg's own warnings (silenced by default).")
-def run_command(source, model, backend, device, threads, batch, precision, crops, seed, scene, quiet,
+@click.option("--config", type=click.Path(path_type=Path), default=None,
+              help="Fleet: cameras and their settings, MQTT and metrics from a YAML or TOML file (docs/fleet.md).")
+@click.option("--mqtt", default=None, metavar="URL",
+              help="Fleet: send quality events and states to this MQTT broker (mqtt://HOST:PORT).")
+@click.option("--mqtt-prefix", default=None, help="Fleet: MQTT topic prefix. Default: gamma-edge.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Fleet: serve Prometheus metrics on this port (0: any free port).")
+@click.option("--metrics-host", default=None, help="Fleet: address of the metrics endpoint. Default: 0.0.0.0.")
+@click.option("--hold", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Fleet: a condition (degraded, frozen, covered) must hold this long before its event. Default: 10.")
+@click.option("--margin", type=click.FloatRange(min=0), default=None,
+              help="Fleet: recovered only once the smoothed score is at --threshold + margin. Default: 0.05.")
+@click.option("--snapshots", type=click.Path(path_type=Path), default=None,
+              help="Fleet: save a JPEG of the frame at each quality event in this folder.")
+def run_command(sources, model, backend, device, threads, batch, precision, crops, seed, scene, quiet,
                 every, max_fps, smooth, threshold, jsonl, save, show, max_frames, open_timeout, read_timeout,
-                retries, backoff, backoff_max, verbose):
-    """Score a camera, video file or network stream as it plays.
+                retries, backoff, backoff_max, verbose, config, mqtt, mqtt_prefix, metrics_port, metrics_host,
+                hold, margin, snapshots):
+    """Score a camera, video file or network stream as it plays; or a fleet of cameras.
 
     SOURCE is a camera index or 'camera', a video file, or an rtsp:// / http:// stream.
     Live sources keep only the newest frame; files are read in order. Ctrl-C or SIGTERM
     ends the run with a summary (on stderr, and as the last JSON line); a second one
     stops waiting for a stalled source.
+
+    Several live sources (NAME=SOURCE, or cam1, cam2, ... in order), a --config file,
+    --mqtt or --metrics-port make a fleet: one model, frames of all cameras batched into
+    one backend call, per-camera quality events (degraded, recovered, source_lost,
+    source_back, frozen, covered ...) to the JSON lines and MQTT (docs/fleet.md).
 
     \b
     The last line on stderr says how the run ended, and the exit status follows it:
@@ -310,11 +330,25 @@ def run_command(source, model, backend, device, threads, batch, precision, crops
       gamma-edge run rtsp://cam.local/stream --fps 2 --threshold 0.4 --jsonl alerts.jsonl
       gamma-edge run http://cam.local/video.mjpg --retries 10 --backoff 1 --backoff-max 30
       gamma-edge run 0 --show --smooth 10
+      gamma-edge run gate=rtsp://10.0.0.11/s1 dock=rtsp://10.0.0.12/s1 --fps 2 --threshold 0.45 --mqtt broker.local
+      gamma-edge run --config cameras.yaml --metrics-port 9108
     """
     from .stream import RunOptions, SourceNeverOpened, StreamRunner, parse_source, quiet_native_logs
 
+    if not sources and config is None:
+        raise click.UsageError("give a SOURCE (or several), or --config FILE")
     if not verbose:
         quiet_native_logs()             # before any capture or writer loads FFmpeg
+    if _is_fleet(sources, config, mqtt, metrics_port):
+        fleet_settings = dict(model=model, backend=backend, device=device, threads=threads, batch=batch,
+                              precision=precision, crops=crops, seed=seed, scene=scene, quiet=quiet)
+        _run_fleet(sources, config, fleet_settings, every=every, max_fps=max_fps, smooth=smooth, threshold=threshold,
+                   jsonl=jsonl, save=save, show=show, max_frames=max_frames, open_timeout=open_timeout,
+                   read_timeout=read_timeout, retries=retries, backoff=(backoff, backoff_max), mqtt=mqtt,
+                   mqtt_prefix=mqtt_prefix, metrics_port=metrics_port, metrics_host=metrics_host, hold=hold,
+                   margin=margin, snapshots=snapshots)
+        return
+    source = sources[0]
     with _user_errors():
         parsed = parse_source(source)
         scorer = _make_scorer(model, backend, device, threads, batch, precision, crops, seed, scene, quiet)
@@ -334,3 +368,70 @@ def run_command(source, model, backend, device, threads, batch, precision, crops
     click.echo(summary.text(), err=True)
     click.echo(summary.final_line(), err=True)
     sys.exit(summary.exit_status)
+
+
+def _is_fleet(sources, config, mqtt, metrics_port) -> bool:
+    """A fleet: several sources, a named one, a config file, or events / metrics asked for."""
+    from .fleet_config import split_name
+
+    return (len(sources) > 1 or config is not None or mqtt is not None or metrics_port is not None
+            or any(split_name(text)[0] for text in sources))
+
+
+# run's options that set a camera's rule in a fleet: (option's parameter, Camera field)
+FLEET_CAMERA_OPTIONS = (("max_fps", "fps"), ("smooth", "smooth"), ("threshold", "threshold"), ("hold", "hold_s"),
+                        ("margin", "margin"), ("crops", "crops"), ("scene", "scene"))
+
+
+def _given_on_command_line(values: dict) -> dict:
+    """Camera settings the user gave (not click's defaults): they override the config's defaults."""
+    from click.core import ParameterSource
+
+    context = click.get_current_context()
+    given = {}
+    for parameter, setting in FLEET_CAMERA_OPTIONS:
+        source = context.get_parameter_source(parameter)
+        if values.get(parameter) is not None and source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            given[setting] = values[parameter]
+    return given
+
+
+def _run_fleet(sources, config, model_settings: dict, **values) -> None:
+    """`gamma-edge run` for a fleet of cameras (runtime/fleet.py)."""
+    from .fleet import FleetOptions, FleetRunner
+    from .fleet_config import DEFAULT_MQTT_PREFIX, cameras_from_sources, load_config
+
+    with _user_errors():
+        _refuse_single_source_options(values)
+        overrides = _given_on_command_line({**values, **model_settings})
+        if config is not None and sources:
+            raise RuntimeUserError("give the cameras on the command line or in --config, not both")
+        loaded = load_config(config, overrides) if config is not None else None
+        cameras = loaded.cameras if loaded else cameras_from_sources(list(sources), overrides)
+        mqtt_settings, metrics_settings = (loaded.mqtt, loaded.metrics) if loaded else ({}, {})
+        scorer = _make_scorer(**model_settings)
+        with _output(values["jsonl"], "--jsonl") as stream:
+            options = FleetOptions(
+                jsonl=stream if values["jsonl"] is not None else None, open_timeout=values["open_timeout"],
+                read_timeout=values["read_timeout"], retries=values["retries"], backoff=values["backoff"],
+                max_frames=values["max_frames"], snapshots=str(values["snapshots"]) if values["snapshots"] else None,
+                mqtt=values["mqtt"] or mqtt_settings.get("url"),
+                mqtt_prefix=values["mqtt_prefix"] or mqtt_settings.get("prefix", DEFAULT_MQTT_PREFIX),
+                mqtt_client_id=mqtt_settings.get("client_id"),
+                metrics_port=values["metrics_port"] if values["metrics_port"] is not None else metrics_settings.get("port"),
+                metrics_host=values["metrics_host"] or metrics_settings.get("host", "0.0.0.0"))
+            runner = FleetRunner(scorer, cameras, options)
+            with runner.signals():
+                summary = runner.run()
+    for line in summary.lines():
+        click.echo(line, err=True)
+    click.echo(summary.final_line(), err=True)
+    sys.exit(summary.exit_status)
+
+
+def _refuse_single_source_options(values: dict) -> None:
+    if values["save"] or values["show"]:
+        raise RuntimeUserError("--save and --show take one source; a fleet reports per camera in --jsonl, "
+                               "MQTT and --metrics-port")
+    if values["every"] != 1:
+        raise RuntimeUserError("--every takes one source; in a fleet limit each camera with --fps (or 'fps' in --config)")
