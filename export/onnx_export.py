@@ -8,7 +8,6 @@ DESIGN.md sec. 5).
 """
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -80,18 +79,6 @@ def to_fp16(src: Path, dst: Path) -> Path:
                                      op_block_list=["LayerNormalization", "ReduceL2", "Softmax"])
     onnx.save(model, str(dst))
     return dst
-
-
-def atomic_save(write, path: Path) -> Path:
-    """Run write(tmp_path) then rename to `path`, so a failed write leaves no file under the real name."""
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:

@@ -26,11 +26,10 @@ def convert_to_openvino(onnx_path: Path):
     return ov.convert_model(str(onnx_path))
 
 
-def quantize_openvino_int8(model, calibration: np.ndarray, batch: int = 8, smooth_quant: bool = True,
-                           fast_bias_correction: bool = True, progress: Callable[[int], None] | None = None):
+def quantize_openvino_int8(model, calibration: np.ndarray, batch: int = 8, fast_bias_correction: bool = True,
+                           progress: Callable[[int], None] | None = None):
     """NNCF INT8 of an ov.Model, calibrated on uint8 BGR crops; returns (model, settings)."""
     import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
     batches = [calibration[i:i + batch] for i in range(0, len(calibration), batch)]
 
@@ -39,15 +38,12 @@ def quantize_openvino_int8(model, calibration: np.ndarray, batch: int = 8, smoot
             progress(len(crops))
         return crops
 
-    advanced = None if smooth_quant else AdvancedQuantizationParameters(
-        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1))
     quantized = nncf.quantize(
         model, nncf.Dataset(batches, transform), model_type=nncf.ModelType.TRANSFORMER,
         preset=nncf.QuantizationPreset.MIXED, subset_size=len(batches), fast_bias_correction=fast_bias_correction,
-        ignored_scope=nncf.IgnoredScope(names=_ignored_operations(model), validate=False),
-        advanced_parameters=advanced)
+        ignored_scope=nncf.IgnoredScope(names=_ignored_operations(model), validate=False))
     settings = {"method": "nncf-ptq", "model_type": "TRANSFORMER", "nncf_preset": "MIXED",
-                "fast_bias_correction": fast_bias_correction, "smooth_quant": smooth_quant,
+                "fast_bias_correction": fast_bias_correction, "smooth_quant": True,
                 "calibration_crops": int(len(calibration)),
                 "float_ops": "per NNCF TRANSFORMER (LayerNorm, GELU, Softmax, residual Add); MoAE gate and head"}
     return quantized, settings

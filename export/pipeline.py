@@ -96,8 +96,7 @@ class Int8GateMissed(GammaUserError):
 def export_model(checkpoint_or_model=None, out_dir: str | Path = "gamma-export", scene: str | Sequence[str] = "natural",
                  precision: str = "fp32", fmt: str = "onnx", calib_dir: str | Path | None = None,
                  overwrite: bool = False, force: bool = False, progress: bool = True, preset: str = "auto",
-                 int8_method: str = "auto", calib_count: int = 300, optimize: bool = True,
-                 cpu=None) -> ExportResult:
+                 int8_method: str = "auto", calib_count: int = 300, cpu=None) -> ExportResult:
     """Export a Gamma (checkpoint path or model) to a validated graph folder with a manifest.
 
     scene: a name, a comma-separated list, a list of names, or "all" (one graph, one column per scene).
@@ -148,7 +147,7 @@ def export_model(checkpoint_or_model=None, out_dir: str | Path = "gamma-export",
         with tempfile.TemporaryDirectory(prefix="gamma-export-") as scratch:
             job = (model, checkpoint_info, scenes, precision, fmt, calib, partial, Path(scratch), force)
             try:
-                manifest, report = _export_into(*job, target, optimize, show, out_dir)
+                manifest, report = _export_into(*job, target, show, out_dir)
             except Int8GateMissed as missed:
                 if not (fmt == "onnx" and target.method_auto and target.method == "dynamic"):
                     raise
@@ -156,7 +155,7 @@ def export_model(checkpoint_or_model=None, out_dir: str | Path = "gamma-export",
                 shutil.rmtree(partial)
                 partial.mkdir()
                 target = dataclasses.replace(target, method="static", method_auto=False)
-                manifest, report = _export_into(*job, target, optimize, show, out_dir)
+                manifest, report = _export_into(*job, target, show, out_dir)
         _move_into_place(partial, out_dir, overwrite)
     except OSError as exc:
         shutil.rmtree(partial, ignore_errors=True)
@@ -190,11 +189,63 @@ class Int8Target:
                 "chosen": "auto" if self.preset_auto else "given", "built_on": self.cpu.describe()}
 
 
+@dataclass
+class Job:
+    """What one export works on, handed to each step."""
+
+    model: object
+    scenes: list
+    precision: str
+    calib: np.ndarray | None
+    folder: Path
+    scratch: Path
+    plain: Path                    # the exported plain ONNX graph every format starts from
+    crops: np.ndarray              # held-out validation crops
+    reference: np.ndarray          # PyTorch FP32 scores of them
+    target: Int8Target
+    show: _Progress
+    graph_info: dict = field(default_factory=dict)
+    tools: dict = field(default_factory=dict)
+
+
+@dataclass
+class Written:
+    """What a format's writer leaves in the folder, and how to run it for validation."""
+
+    model_file: str
+    weights_file: str | None
+    files: list
+    run: object
+    providers: list
+    quantization: dict | None = None
+
+
 def _export_into(model, checkpoint_info, scenes, precision, fmt, calib, folder: Path, scratch: Path, force,
-                 target: Int8Target, optimize, show: _Progress, out_dir: Path):
+                 target: Int8Target, show: _Progress, out_dir: Path):
+    """The steps of one export into `folder`: plain graph, reference scores, the format's writer,
+    validation and gates, manifest. Returns (manifest, report)."""
+    from export import manifest as mf
+
+    job = _prepare(model, scenes, precision, calib, folder, scratch, target, show)
+    written = WRITERS[(fmt, precision)](job)
+    parity = _validate(job, written)
+    _check_gates(parity, precision, force, len(job.crops))
+    manifest = mf.build_manifest(
+        kind=fmt, file=written.model_file, precision=precision, weights_file=written.weights_file,
+        scenes=[{"name": s, "prompts": model.prompts(s)} for s in scenes],
+        levels=[float(f"{v:.7g}") for v in model.head.levels.tolist()], crop_size=model.config.image_size,
+        checkpoint=checkpoint_info, tools=job.tools, parity=parity, quantization=written.quantization,
+        graph=job.graph_info)
+    _write_manifest(job, fmt, written, manifest)
+    from export import validate
+
+    return manifest, validate.format_report(manifest, out_dir) + "\n" + recommendation(target.cpu, manifest)
+
+
+def _prepare(model, scenes, precision, calib, folder, scratch, target, show) -> Job:
+    """The plain ONNX graph (text folded into constants, fused MoAE) and the PyTorch reference."""
     from export import calibration, manifest as mf, onnx_export, validate
     from export.graph import build_graph
-    from gamma_edge.checkpoint import file_sha256
 
     show.step(f"building the graph for scene(s) {', '.join(scenes)} (text features -> constants, fused MoAE)")
     graph = build_graph(model, scenes)
@@ -202,115 +253,165 @@ def _export_into(model, checkpoint_info, scenes, precision, fmt, calib, folder: 
     show.step("exporting ONNX")
     onnx_export.export_onnx(graph, plain)
     del graph
-
-    crops, labels = calibration.validation_set()
+    crops, _ = calibration.validation_set()
     show.step(f"PyTorch FP32 reference scores on {len(crops)} held-out crops")
     reference = validate.reference_scores(model, crops, scenes)
-    visual = model.clip.visual
     graph_info = {"moae": "fused (one wide first product, one wide second product)",
                   "input_folding": "uint8 BGR -> float, channel flip, /255, CLIP mean/std folded into the patch conv",
                   "text": "constant (D, S*5), pre-normalised, exp(logit_scale) folded in",
                   "last_block": "class token only (keys/values for all tokens; query, MLP/MoAE for the class token)"}
-    tools = mf.tool_versions("torch", "open_clip", "onnx", "onnxruntime")
-    quantization = None
+    return Job(model, scenes, precision, calib, folder, scratch, plain, crops, reference, target, show,
+               graph_info, mf.tool_versions("torch", "open_clip", "onnx", "onnxruntime"))
 
-    if fmt == "onnx":
-        graph_file = folder / "model.onnx"
-        if precision == "fp32":
-            chosen = plain
-            if optimize:
-                show.step("ONNX Runtime transformer fusions")
-                fused = scratch / "fused.onnx"
-                try:
-                    onnx_export.optimize_for_onnxruntime(plain, fused, visual.transformer.resblocks[0].attn.num_heads,
-                                                         visual.transformer.width)
-                    run, _ = validate.onnxruntime_runner(fused)
-                    diff = onnx_export.max_abs_diff(validate.run_in_batches(run, crops), reference)
-                    if diff <= 1e-5:
-                        chosen = fused
-                        graph_info["onnxruntime_fusions"] = "SkipLayerNormalization, QuickGelu (com.microsoft ops)"
-                    else:
-                        show.step(f"fused graph drifts by {diff:.2g}; keeping the plain graph")
-                except Exception as exc:   # the optimizer is best-effort; the plain graph is exact
-                    show.step(f"ONNX Runtime fusions unavailable ({type(exc).__name__}); keeping the plain graph")
-            shutil.copyfile(chosen, graph_file)
-        elif precision == "fp16":
-            show.step("converting to FP16")
-            onnx_export.to_fp16(plain, graph_file)
-        else:
-            from export import quantize
 
-            chosen_by = f"auto for {target.cpu.kind.name}" if target.preset_auto else "given"
-            if target.method == "static":
-                show.step(f"static INT8 (preset {target.preset}, {chosen_by}): calibrating on {len(calib)} crops")
-                with show.bar(len(calib), "calibrating") as bar:
-                    quantization = quantize.quantize_static_int8(plain, graph_file, calib, target.preset,
-                                                                 progress=bar.update)
-            else:
-                show.step(f"dynamic INT8 (preset {target.preset}, {chosen_by})")
-                quantization = quantize.quantize_dynamic_int8(plain, graph_file, target.preset)
-            quantization.update(target.manifest_fields())
-        graph_info["operators"] = onnx_export.fusion_counts(graph_file)
-        model_file, weights_file = graph_file.name, None
-        files_for_size = [graph_file]
-        show.step("validating the exported graph on ONNX Runtime")
-        run, providers = validate.onnxruntime_runner(graph_file)
-    else:
-        from export import openvino_export
+# -- one writer per format and precision --------------------------------------------------------
 
-        tools.update(mf.tool_versions("openvino"))
-        show.step("converting to OpenVINO IR")
-        ov_model = openvino_export.convert_to_openvino(plain)
-        if precision == "int8":
-            tools.update(mf.tool_versions("nncf"))
-            show.step(f"NNCF INT8 (TRANSFORMER preset): calibrating on {len(calib)} crops")
-            with show.bar(len(calib), "calibrating (NNCF)") as bar:
-                ov_model, quantization = openvino_export.quantize_openvino_int8(ov_model, calib, progress=bar.update)
-            quantization["built_on"] = target.cpu.describe()
-        graph_file = folder / "model.xml"
-        _save_ov(ov_model, graph_file, None, precision)
-        model_file, weights_file = graph_file.name, "model.bin"
-        files_for_size = [graph_file, folder / "model.bin"]
-        show.step("validating the exported graph on OpenVINO")
-        run, providers = validate.openvino_runner(graph_file)
+def _onnx_written(job: Job, graph_file: Path, quantization: dict | None = None) -> Written:
+    from export import onnx_export, validate
 
+    job.graph_info["operators"] = onnx_export.fusion_counts(graph_file)
+    job.show.step("validating the exported graph on ONNX Runtime")
+    run, providers = validate.onnxruntime_runner(graph_file)
+    return Written(graph_file.name, None, [graph_file], run, providers, quantization)
+
+
+def write_onnx_fp32(job: Job) -> Written:
+    """The plain graph, or ONNX Runtime's fused one (SkipLayerNormalization, QuickGelu) when it
+    scores the same (within 1e-5); the optimizer is best-effort, the plain graph is exact."""
+    from export import onnx_export, validate
+
+    graph_file, chosen = job.folder / "model.onnx", job.plain
+    job.show.step("ONNX Runtime transformer fusions")
+    fused = job.scratch / "fused.onnx"
+    visual = job.model.clip.visual
     try:
-        parity = validate.parity_report(run, model, scenes, crops, labels, sum(p.stat().st_size for p in files_for_size),
-                                        reference=reference, providers=providers)
-    except Exception as exc:
-        if precision != "fp16":
+        onnx_export.optimize_for_onnxruntime(job.plain, fused, visual.transformer.resblocks[0].attn.num_heads,
+                                             visual.transformer.width)
+        run, _ = validate.onnxruntime_runner(fused)
+        diff = onnx_export.max_abs_diff(validate.run_in_batches(run, job.crops), job.reference)
+        if diff <= 1e-5:
+            chosen = fused
+            job.graph_info["onnxruntime_fusions"] = "SkipLayerNormalization, QuickGelu (com.microsoft ops)"
+        else:
+            job.show.step(f"fused graph drifts by {diff:.2g}; keeping the plain graph")
+    except Exception as exc:   # noqa: BLE001 - any optimizer failure leaves the exact plain graph
+        job.show.step(f"ONNX Runtime fusions unavailable ({type(exc).__name__}); keeping the plain graph")
+    shutil.copyfile(chosen, graph_file)
+    return _onnx_written(job, graph_file)
+
+
+def write_onnx_fp16(job: Job) -> Written:
+    from export import onnx_export
+
+    graph_file = job.folder / "model.onnx"
+    job.show.step("converting to FP16")
+    onnx_export.to_fp16(job.plain, graph_file)
+    return _onnx_written(job, graph_file)
+
+
+def write_onnx_int8(job: Job) -> Written:
+    """ONNX Runtime INT8, static QDQ (calibrated) or dynamic, with the preset for the target CPU."""
+    from export import quantize
+
+    graph_file, target = job.folder / "model.onnx", job.target
+    chosen_by = f"auto for {target.cpu.kind.name}" if target.preset_auto else "given"
+    if target.method == "static":
+        job.show.step(f"static INT8 (preset {target.preset}, {chosen_by}): calibrating on {len(job.calib)} crops")
+        with job.show.bar(len(job.calib), "calibrating") as bar:
+            quantization = quantize.quantize_static_int8(job.plain, graph_file, job.calib, target.preset,
+                                                         progress=bar.update)
+    else:
+        job.show.step(f"dynamic INT8 (preset {target.preset}, {chosen_by})")
+        quantization = quantize.quantize_dynamic_int8(job.plain, graph_file, target.preset)
+    quantization.update(target.manifest_fields())
+    return _onnx_written(job, graph_file, quantization)
+
+
+def write_openvino(job: Job) -> Written:
+    """OpenVINO IR (model.xml + model.bin) from the plain graph; INT8 through NNCF."""
+    from export import manifest as mf, openvino_export, validate
+
+    job.tools.update(mf.tool_versions("openvino"))
+    job.show.step("converting to OpenVINO IR")
+    ov_model = openvino_export.convert_to_openvino(job.plain)
+    quantization = None
+    if job.precision == "int8":
+        job.tools.update(mf.tool_versions("nncf"))
+        job.show.step(f"NNCF INT8 (TRANSFORMER preset): calibrating on {len(job.calib)} crops")
+        with job.show.bar(len(job.calib), "calibrating (NNCF)") as bar:
+            ov_model, quantization = openvino_export.quantize_openvino_int8(ov_model, job.calib, progress=bar.update)
+        quantization["built_on"] = job.target.cpu.describe()
+    graph_file = job.folder / "model.xml"
+    _save_ov(ov_model, graph_file, None, job.precision)
+    job.show.step("validating the exported graph on OpenVINO")
+    run, providers = validate.openvino_runner(graph_file)
+    return Written(graph_file.name, "model.bin", [graph_file, job.folder / "model.bin"], run, providers, quantization)
+
+
+# (format, precision) -> its writer: adding a format or precision is adding rows here.
+WRITERS = {
+    ("onnx", "fp32"): write_onnx_fp32,
+    ("onnx", "fp16"): write_onnx_fp16,
+    ("onnx", "int8"): write_onnx_int8,
+    ("openvino", "fp32"): write_openvino,
+    ("openvino", "fp16"): write_openvino,
+    ("openvino", "int8"): write_openvino,
+}
+
+
+# -- validation, gates and the manifest ---------------------------------------------------------
+
+def _validate(job: Job, written: Written) -> dict:
+    """The parity report of the written graph against PyTorch FP32 on the held-out crops."""
+    from export import validate
+
+    size = sum(p.stat().st_size for p in written.files)
+    try:
+        return validate.parity_report(written.run, job.model, job.scenes, job.crops, None, size,
+                                      reference=job.reference, providers=written.providers)
+    except Exception as exc:  # noqa: BLE001
+        if job.precision != "fp16":
             raise
         # FP16 targets GPUs; a CPU provider may lack FP16 kernels for some operators.
-        parity = {"reference": "pytorch-fp32", "images": len(crops), "not_measured": f"{type(exc).__name__}: "
-                  f"{str(exc).splitlines()[0][:200]}", "file_bytes": sum(p.stat().st_size for p in files_for_size)}
-    del run
+        return {"reference": "pytorch-fp32", "images": len(job.crops), "file_bytes": size,
+                "not_measured": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+    finally:
+        written.run = None
+
+
+def _check_gates(parity: dict, precision: str, force: bool, images: int) -> None:
+    """FP32 must match PyTorch (else a bug of ours); INT8 must keep the ranking (else the user decides)."""
+    from export import validate
+
     if precision == "fp32" and parity["max_abs_diff"] > FP32_MAX_ABS_DIFF:
         raise RuntimeError(f"exported FP32 graph differs from PyTorch by {parity['max_abs_diff']:.3g}: a bug in export")
-    if precision == "int8":
-        parity["gate"] = {"srcc_min": validate.INT8_MIN_SRCC, "passed": bool(parity["srcc"] >= validate.INT8_MIN_SRCC)}
-        if not parity["gate"]["passed"] and not force:
-            raise Int8GateMissed(
-                f"INT8 graph misses its fidelity gate: SRCC {parity['srcc']:.4f} against PyTorch FP32 on "
-                f"{len(crops)} held-out crops, below {validate.INT8_MIN_SRCC}; calibrate on more representative "
-                f"images with --calib DIR, export FP32 instead, or pass --force to write it anyway")
+    if precision != "int8":
+        return
+    parity["gate"] = {"srcc_min": validate.INT8_MIN_SRCC, "passed": bool(parity["srcc"] >= validate.INT8_MIN_SRCC)}
+    if not parity["gate"]["passed"] and not force:
+        raise Int8GateMissed(
+            f"INT8 graph misses its fidelity gate: SRCC {parity['srcc']:.4f} against PyTorch FP32 on "
+            f"{images} held-out crops, below {validate.INT8_MIN_SRCC}; calibrate on more representative "
+            f"images with --calib DIR, export FP32 instead, or pass --force to write it anyway")
 
-    manifest = mf.build_manifest(
-        kind=fmt, file=model_file, precision=precision, weights_file=weights_file,
-        scenes=[{"name": s, "prompts": model.prompts(s)} for s in scenes], levels=[float(f"{v:.7g}") for v in model.head.levels.tolist()],
-        crop_size=model.config.image_size, checkpoint=checkpoint_info, tools=tools, parity=parity,
-        quantization=quantization, graph=graph_info)
-    show.step("embedding the manifest and writing manifest.json")
+
+def _write_manifest(job: Job, fmt: str, written: Written, manifest: dict) -> None:
+    """The manifest inside the graph file and beside it (written last: the folder's completion mark)."""
+    from export import manifest as mf
+    from gamma_edge.checkpoint import file_sha256
+
+    job.show.step("embedding the manifest and writing manifest.json")
+    graph_file = job.folder / written.model_file
     if fmt == "onnx":
         mf.embed_in_onnx(graph_file, manifest)
-        manifest["model"]["sha256"] = file_sha256(graph_file)
     else:
         import openvino as ov
 
-        _save_ov(ov.Core().read_model(str(graph_file)), graph_file, mf.embedded_copy(manifest), precision, rewrite=True)
-        manifest["model"]["sha256"] = file_sha256(graph_file)
-        manifest["model"]["weights_sha256"] = file_sha256(folder / "model.bin")
-    mf.write_manifest(folder, manifest)
-    return manifest, validate.format_report(manifest, out_dir) + "\n" + recommendation(target.cpu, manifest)
+        _save_ov(ov.Core().read_model(str(graph_file)), graph_file, mf.embedded_copy(manifest), job.precision,
+                 rewrite=True)
+        manifest["model"]["weights_sha256"] = file_sha256(job.folder / written.weights_file)
+    manifest["model"]["sha256"] = file_sha256(graph_file)
+    mf.write_manifest(job.folder, manifest)
 
 
 def recommendation(cpu, manifest: dict) -> str:

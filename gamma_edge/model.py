@@ -59,8 +59,11 @@ class GammaConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "GammaConfig":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        config = cls(**known)
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise GammaUserError(f"model config has unknown key(s) {', '.join(unknown)}; known: "
+                                 f"{', '.join(cls.__dataclass_fields__)}")
+        config = cls(**data)
         if config.prompts not in ("sdp", "plain"):
             raise GammaUserError(f"prompts must be 'sdp' or 'plain', not '{config.prompts}'")
         return config
@@ -178,7 +181,8 @@ class Gamma(nn.Module):
             known = ", ".join(self.scenes)
             raise GammaUserError(f"unknown scene '{scene}'; this model knows: {known}")
         if self.config.prompts == "plain":
-            return [f"{level} image" for level in ("bad", "poor", "fair", "good", "perfect")]
+            from gamma_edge.scenes import plain_prompts
+            return plain_prompts()
         return list(self.scenes[scene].prompts)
 
     def text_features(self, scene: str) -> torch.Tensor:

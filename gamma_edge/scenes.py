@@ -19,7 +19,14 @@ import click
 from gamma_edge.errors import GammaUserError, read_user_json
 
 SCENES_FILE = Path(__file__).parent / "scenes.json"
-LEVEL_WORDS = ("bad", "poor", "fair", "good", "perfect")
+# The level words (bad .. perfect) and the plain variant's template are data in scenes.json too.
+_SHIPPED = json.loads(SCENES_FILE.read_text())
+LEVEL_WORDS = tuple(_SHIPPED["levels"])
+
+
+def plain_prompts() -> list[str]:
+    """The plain (non-SDP) variant's five prompts, the same for every scene."""
+    return [_SHIPPED["plain_template"].format(level=word) for word in LEVEL_WORDS]
 
 
 @dataclass(frozen=True)
@@ -28,9 +35,6 @@ class Scene:
     prompts: tuple[str, ...]
     description: str = ""
     datasets: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "prompts": list(self.prompts)}
 
 
 def parse_scenes(data: dict, source: str) -> list[Scene]:
@@ -58,7 +62,7 @@ def parse_scenes(data: dict, source: str) -> list[Scene]:
 
 
 def default_scenes() -> list[Scene]:
-    return parse_scenes(json.loads(SCENES_FILE.read_text()), "the shipped scenes.json")
+    return parse_scenes(_SHIPPED, "the shipped scenes.json")
 
 
 def load_scene_file(path: str | Path) -> list[Scene]:

@@ -24,13 +24,12 @@ from . import hardware
 from .backends import cuda_driver_present, tensorrt_present, load_backend
 from .crops import Preprocess
 from .errors import RuntimeUserError
-from .images import read_image
+from .images import IMAGE_SUFFIXES, read_image
 from .manifest import load_manifest
 from .metrics import plcc, srcc
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 @dataclass
@@ -180,16 +179,12 @@ def measure(models: list[Path], images, labels, crops: str | None, threads: int 
         if labels is not None:
             row.srcc_vs_labels = srcc(s, labels)
             row.plcc_vs_labels = plcc(s, labels)
-    context = {"images": len(images), "crops_per_image": crop_batch, "crop_protocol": preprocess_name(preprocess),
+    context = {"images": len(images), "crops_per_image": crop_batch, "crop_protocol": preprocess.crops,
                "reference": f"{reference_row.model} on {reference_row.engine}", "runs": runs,
                "threads": threads, "gemm_gflops": gemm_probe(), "labels": labels is not None,
                "cpu": cpu.describe(), "cpu_kind": cpu.kind.name,
                "recommended": f"gamma-edge export {cpu.kind.recommended}", "why": cpu.kind.why}
     return rows, context
-
-
-def preprocess_name(preprocess) -> str:
-    return getattr(preprocess, "protocol", None) or getattr(preprocess, "crops", None) or "default"
 
 
 def gemm_probe(n: int = 2048, repeats: int = 3) -> float:
