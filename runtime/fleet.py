@@ -186,6 +186,7 @@ class FleetRunner:
         if options.snapshots and not Path(options.snapshots).is_dir():
             raise RuntimeUserError(f"--snapshots '{options.snapshots}' is not a folder; create it first")
         self.feeds: list[Feed] = []
+        self.started: float | None = None
         self.mqtt = self.metrics = None
         self._write_lock = threading.Lock()
 
@@ -218,7 +219,7 @@ class FleetRunner:
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> FleetSummary:
         """Start the endpoint, the broker link and the readers; score until stopped; summarise."""
-        started = time.monotonic()
+        started = self.started = time.monotonic()
         self.feeds = [self._feed(i, started) for i in range(len(self.cameras))]
         summary = FleetSummary([(feed.camera.name, feed.summary) for feed in self.feeds],
                                engine=self.scorer.backend.describe())
@@ -254,9 +255,14 @@ class FleetRunner:
         if options.mqtt:
             from .mqtt import MqttEvents
 
-            self.mqtt = MqttEvents(options.mqtt, lambda: [feed.watch.state_record() for feed in self.feeds],
-                                   prefix=options.mqtt_prefix, client_id=options.mqtt_client_id,
-                                   log=self.log).start()
+            try:
+                self.mqtt = MqttEvents(options.mqtt, lambda: [feed.watch.state_record() for feed in self.feeds],
+                                       prefix=options.mqtt_prefix, client_id=options.mqtt_client_id,
+                                       log=self.log).start()
+            except RuntimeUserError:
+                if self.metrics is not None:
+                    self.metrics.close()
+                raise
 
     def _start_readers(self, started: float) -> None:
         """Open every source at once (a dead one costs its open timeout once, not once per camera),

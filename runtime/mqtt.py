@@ -63,7 +63,7 @@ class MqttEvents:
         if user:
             self.client.username_pw_set(user, password)
         self.client.will_set(self.status_topic, "offline", qos=QOS, retain=True)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=5)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_connect_fail = self._on_connect_fail

@@ -3,7 +3,9 @@
 OpenCV's FFmpeg backend reads `multipart/x-mixed-replace` JPEG streams over http://, the
 format of most IP cameras' MJPEG endpoints. Each connection a client makes follows the next
 step of a script: serve some frames (optionally after a delay) and then close or stall, or
-answer 404. `refused_url()` names a port where nothing listens.
+answer 404. `refused_url()` names a port where nothing listens. The picture makers below
+script what a camera shows: a live scene (a photo with fresh sensor noise in every frame), a
+frozen one, a covered lens, a focus that blurs and clears.
 """
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 import cv2
+import numpy as np
 
 from runtime_fixtures import textured_image
 
@@ -25,12 +29,14 @@ LONGEST_STALL_S = 30.0          # a stalled connection is released by stop(), or
 @dataclass(frozen=True)
 class Serve:
     """Answer 200 and send `frames` JPEG frames `interval` apart, the first after `delay`;
-    then close the connection (a drop) or keep it open without sending a byte (a stall)."""
+    then close the connection (a drop) or keep it open without sending a byte (a stall).
+    `picture(i)` makes frame i (BGR) of this connection; without it, 8 textured frames cycle."""
 
     frames: int
     delay: float = 0.0
     interval: float = 0.02
     then: str = "close"         # "close" | "stall"
+    picture: Callable[[int], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,8 @@ class MjpegServer:
         if self.closing.wait(step.delay):
             return
         for i in range(step.frames):
-            jpeg = self.jpegs[i % len(self.jpegs)]
+            jpeg = (self.jpegs[i % len(self.jpegs)] if step.picture is None
+                    else cv2.imencode(".jpg", step.picture(i))[1].tobytes())
             handler.wfile.write(b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
                                 % (BOUNDARY, len(jpeg), jpeg))
             handler.wfile.flush()
@@ -127,3 +134,44 @@ def refused_url():
         yield f"http://127.0.0.1:{sock.getsockname()[1]}/video.mjpg"
     finally:
         sock.close()
+
+
+def live_scene(photo: np.ndarray, noise: float = 2.0, seed: int = 0) -> Callable[[int], np.ndarray]:
+    """A static scene as a live camera shows it: the same photo, fresh sensor noise each frame."""
+    rng = np.random.default_rng(seed)
+    variants = [np.clip(photo + rng.normal(0, noise, photo.shape), 0, 255).astype(np.uint8) for _ in range(8)]
+    return lambda i: variants[i % len(variants)]
+
+
+def scripted(normal: Callable[[int], np.ndarray], spans) -> Callable[[int], np.ndarray]:
+    """`normal` frames, except within each (first, last, picture) span, where picture(i) is shown."""
+    def picture(i: int) -> np.ndarray:
+        for first, last, shown in spans:
+            if first <= i <= last:
+                return shown(i)
+        return normal(i)
+    return picture
+
+
+def frozen_at(normal: Callable[[int], np.ndarray], frame: int) -> Callable[[int], np.ndarray]:
+    """The very same picture again and again (a stuck encoder or a frozen stream)."""
+    still = normal(frame).copy()
+    return lambda i: still
+
+
+def covered(size=(320, 240), level: int = 60, noise: float = 3.0, seed: int = 1) -> Callable[[int], np.ndarray]:
+    """A blocked or sprayed lens: nearly uniform, but still the sensor's noise (not a filler frame)."""
+    rng = np.random.default_rng(seed)
+    variants = [np.clip(level + rng.normal(0, noise, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+                for _ in range(8)]
+    return lambda i: variants[i % len(variants)]
+
+
+def blur_ramp(normal: Callable[[int], np.ndarray], start: int, frames: int, sigma: float) -> Callable[[int], np.ndarray]:
+    """Focus drifting away: the blur grows from none at `start` to `sigma` over `frames` frames."""
+    def picture(i: int) -> np.ndarray:
+        strength = sigma * min(1.0, max(0.0, (i - start + 1) / frames))
+        image = normal(i)
+        return cv2.GaussianBlur(image, (0, 0), strength) if strength > 0.3 else image
+    return picture
+
