@@ -21,11 +21,11 @@ import numpy as np
 
 from gamma_edge import distortions
 from gamma_edge.errors import GammaUserError
+from runtime.crops import DEFAULT_RESIZE, cut_crops, resize_for_crops, scale_to_short_side
+from runtime.errors import RuntimeUserError
+from runtime.images import IMAGE_SUFFIXES, read_image
 
 CROP = 224
-# Resize rule of the runtime (docs/manifest.md): long side <= 512, short side >= 224.
-MAX_LONG_SIDE = 512
-MIN_SHORT_SIDE = 224
 
 # skimage.data photographs that are present offline. Validation ones are never used for calibration.
 VALIDATION_PHOTOS = ("astronaut", "coffee", "chelsea")
@@ -35,20 +35,11 @@ CALIBRATION_PHOTOS = ("rocket", "hubble_deep_field", "immunohistochemistry", "re
 VALIDATION_DISTORTIONS = (("pristine", None, 0), ("blur-1", "gaussian_blur", 1), ("blur-4", "gaussian_blur", 4),
                           ("noise-2", "gaussian_noise", 2), ("noise-5", "gaussian_noise", 5),
                           ("jpeg-2", "jpeg", 2), ("jpeg-5", "jpeg", 5), ("darken-4", "darken", 4))
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def resize_like_runtime(image: np.ndarray) -> np.ndarray:
-    """Shrink (INTER_AREA) so the long side is <= 512, then enlarge (INTER_CUBIC) so the short side is >= 224."""
-    h, w = image.shape[:2]
-    if max(h, w) > MAX_LONG_SIDE:
-        f = MAX_LONG_SIDE / max(h, w)
-        image = cv2.resize(image, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
-        h, w = image.shape[:2]
-    if min(h, w) < MIN_SHORT_SIDE:
-        f = MIN_SHORT_SIDE / min(h, w)
-        image = cv2.resize(image, (max(CROP, round(w * f)), max(CROP, round(h * f))), interpolation=cv2.INTER_CUBIC)
-    return image
+    """The runtime's resize rule with the manifest's defaults (runtime.crops)."""
+    return resize_for_crops(image, DEFAULT_RESIZE["max_long_side"], DEFAULT_RESIZE["min_short_side"], CROP)
 
 
 def distort_bgr(image: np.ndarray, kind: str | None, level: float, seed: int = 0) -> np.ndarray:
@@ -74,9 +65,7 @@ def skimage_photo(name: str) -> np.ndarray:
 
 
 def center_crop(image: np.ndarray, size: int = CROP) -> np.ndarray:
-    h, w = image.shape[:2]
-    y, x = (h - size) // 2, (w - size) // 2
-    return image[y:y + size, x:x + size]
+    return cut_crops(image, "center", size)[0]
 
 
 def validation_set() -> tuple[np.ndarray, list[str]]:
@@ -87,11 +76,7 @@ def validation_set() -> tuple[np.ndarray, list[str]]:
     """
     crops, labels = [], []
     for p, name in enumerate(VALIDATION_PHOTOS):
-        photo = skimage_photo(name)
-        h, w = photo.shape[:2]
-        f = CROP / min(h, w)
-        base = center_crop(cv2.resize(photo, (max(CROP, round(w * f)), max(CROP, round(h * f))),
-                                      interpolation=cv2.INTER_AREA))
+        base = center_crop(scale_to_short_side(skimage_photo(name), CROP))
         for d, (label, kind, level) in enumerate(VALIDATION_DISTORTIONS):
             crops.append(distort_bgr(base, kind, level, seed=100 * p + d))
             labels.append(f"{name}/{label}")
@@ -124,9 +109,10 @@ def calibration_set_from_folder(folder: str | Path, count: int = 300, seed: int 
                              f"({', '.join(sorted(IMAGE_SUFFIXES))}); add a few hundred representative photos")
     images = []
     for path in files:
-        image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
-        if image is not None:
-            images.append(resize_like_runtime(image))
+        try:                                   # decoded exactly as the runtime will decode the user's images
+            images.append(resize_like_runtime(read_image(path, shrink_to=DEFAULT_RESIZE["max_long_side"])))
+        except RuntimeUserError:
+            continue
     if not images:
         raise GammaUserError(f"none of the {len(files)} image files in calibration folder {folder} could be read")
     rng = np.random.default_rng(seed)

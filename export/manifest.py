@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+from runtime.crops import preprocess_block
+
 FORMAT = "gamma-edge.manifest"
 FORMAT_VERSION = 1
 ONNX_METADATA_KEY = "gamma_edge.manifest"
@@ -34,8 +36,7 @@ def build_manifest(*, kind: str, file: str, precision: str, scenes: list[dict], 
         "output": {"name": "scores", "dtype": "float32", "shape": ["N", "S"]},
         "scenes": scenes,
         "levels": [float(v) for v in levels],
-        "preprocess": {"resize": {"max_long_side": 512, "min_short_side": 224},
-                       "crop_size": crop_size, "default_crops": "five"},
+        "preprocess": preprocess_block(crop_size),
         "checkpoint": checkpoint,
         "tools": tools,
         "parity": parity,

@@ -25,7 +25,7 @@ from .backends import cuda_driver_present, tensorrt_present, load_backend
 from .crops import Preprocess
 from .errors import RuntimeUserError
 from .images import IMAGE_SUFFIXES, read_image
-from .manifest import load_manifest
+from .manifest import CROP_PROTOCOLS, load_manifest
 from .metrics import plcc, srcc
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -248,7 +248,7 @@ def _fmt(value, width: int = 7) -> str:
               help="Folder of images to measure fidelity on (default: the samples shipped with the runtime).")
 @click.option("--labels", type=click.Path(), default=None,
               help="Meta-info CSV (image name, MOS) to also report SRCC/PLCC against labels.")
-@click.option("--crops", type=click.Choice(["center", "five", "grid", "random10"]), default=None,
+@click.option("--crops", type=click.Choice(CROP_PROTOCOLS), default=None,
               help="Crop protocol, which sets the crop batch (default: the manifest's).")
 @click.option("--threads", type=int, default=None, help="Inference threads (default: all cores).")
 @click.option("--runs", type=int, default=20, show_default=True, help="Timing rounds per configuration.")

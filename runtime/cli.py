@@ -19,7 +19,7 @@ from .errors import RuntimeUserError
 from .hardware import PRECISIONS
 from .images import DEFAULT_MAX_PIXELS
 
-CROP_CHOICES = ("center", "five", "grid", "random10")
+from .manifest import CROP_PROTOCOLS as CROP_CHOICES
 
 
 def _model_options(function):

@@ -1,4 +1,6 @@
-"""The manifest's resize policy and crop protocols (docs/manifest.md, "preprocess").
+"""Image preparation, defined once: the manifest's resize policy and crop protocols
+(docs/manifest.md, "preprocess"). Training, export calibration and validation, the runtime
+and the benchmarks all cut their crops here (numpy + OpenCV, torch-free).
 
 An image's score is the mean over its crops' scores; the paper evaluates with 10
 random 224 crops (random10), and center / five / grid are deterministic stand-ins.
@@ -13,6 +15,33 @@ import numpy as np
 
 from .errors import RuntimeUserError
 from .manifest import CROP_PROTOCOLS, Manifest
+
+CROPS_PER_IMAGE = {"center": 1, "five": 5, "grid": 9, "random10": 10}
+# The preprocessing every export writes into its manifest (crop_size comes from the model).
+DEFAULT_RESIZE = {"max_long_side": 512, "min_short_side": 224}
+DEFAULT_CROPS = "five"
+
+
+def preprocess_block(crop_size: int) -> dict:
+    """The manifest's "preprocess" object: everything needed to cut the crops the graph expects,
+    with OpenCV alone (docs/manifest.md states the same in prose)."""
+    return {"resize": {**DEFAULT_RESIZE, "shrink": "cv2.INTER_AREA", "enlarge": "cv2.INTER_CUBIC",
+                       "rounding": "python round() (ties to even)"},
+            "crop_size": crop_size, "default_crops": DEFAULT_CROPS, "protocols": list(CROP_PROTOCOLS),
+            "random10": {"generator": "numpy.random.default_rng(seed), new for every image",
+                         "draw": "10 times: y = integers(0, H - crop_size, endpoint=True), then x likewise"},
+            "crop_order": "five: center, top-left, top-right, bottom-left, bottom-right; grid: row-major"}
+
+
+def scale_to_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
+    """Resize so the shorter side equals `short_side` (a dataset's own preparation, e.g. the authors'
+    `resize: 224` for UWIQA and AVA): INTER_AREA down, INTER_CUBIC up."""
+    height, width = image.shape[:2]
+    factor = short_side / min(height, width)
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    if size == (width, height):
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC)
 
 
 def resize_for_crops(image: np.ndarray, max_long_side: int | None, min_short_side: int | None,
@@ -55,6 +84,15 @@ def crop_offsets(height: int, width: int, size: int, protocol: str, seed: int = 
     raise RuntimeUserError(f"crop protocol {protocol!r} is unknown; choose one of {', '.join(CROP_PROTOCOLS)}")
 
 
+def cut_crops(image: np.ndarray, protocol: str, crop_size: int, seed: int = 0) -> np.ndarray:
+    """(K, crop_size, crop_size, 3) uint8 crops of a resized image, in the protocol's order."""
+    offsets = crop_offsets(image.shape[0], image.shape[1], crop_size, protocol, seed)
+    crops = np.empty((len(offsets), crop_size, crop_size, 3), dtype=np.uint8)
+    for k, (y, x) in enumerate(offsets):
+        crops[k] = image[y:y + crop_size, x:x + crop_size]
+    return crops
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """Decoded BGR image -> (K, size, size, 3) uint8 crops, per the manifest."""
@@ -74,13 +112,8 @@ class Preprocess:
 
     @property
     def crops_per_image(self) -> int:
-        return {"center": 1, "five": 5, "grid": 9, "random10": 10}[self.crops]
+        return CROPS_PER_IMAGE[self.crops]
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         image = resize_for_crops(image, self.max_long_side, self.min_short_side, self.crop_size)
-        size = self.crop_size
-        offsets = crop_offsets(image.shape[0], image.shape[1], size, self.crops, self.seed)
-        crops = np.empty((len(offsets), size, size, 3), dtype=np.uint8)
-        for k, (y, x) in enumerate(offsets):
-            crops[k] = image[y:y + size, x:x + size]
-        return crops
+        return cut_crops(image, self.crops, self.crop_size, self.seed)

@@ -6,10 +6,10 @@ import pickle
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from gamma_edge.errors import GammaUserError
 from training import synth
-from training.crops import crop_offsets, resize_for_crops
 from training.datasets import (EpochOrder, TrainingImages, load_dataset, load_registry, read_split_file,
                                resolve_datasets)
 from runtime.metrics import correlations, krcc, plcc, plcc_fit, srcc
@@ -263,26 +263,16 @@ def test_synthetic_set_is_deterministic(tmp_path):
 
 # ---------------------------------------------------------------- crops and metrics
 
-def test_crop_offsets_follow_the_manifest():
-    assert crop_offsets(300, 400, "center") == [(38, 88)]
-    assert crop_offsets(300, 400, "five") == [(38, 88), (0, 0), (0, 176), (76, 0), (76, 176)]
-    grid = crop_offsets(301, 400, "grid")
-    assert grid[:3] == [(0, 0), (0, 88), (0, 176)] and grid[3] == (round(77 / 2), 0) and grid[-1] == (77, 176)
-    rng = np.random.default_rng(7)
-    expected = []
-    for _ in range(10):
-        y = int(rng.integers(0, 77))
-        expected.append((y, int(rng.integers(0, 177))))
-    assert crop_offsets(300, 400, "random10", seed=7) == expected
-    assert crop_offsets(300, 400, "random10", seed=7) == crop_offsets(300, 400, "random10", seed=7)
+def test_prepare_for_crops_follows_the_dataset_and_the_runtime_rule(tmp_path):
+    from training.datasets import prepare_for_crops
 
-
-def test_resize_for_crops_enlarges_small_and_shrinks_large_images():
-    small = np.zeros((100, 150, 3), np.uint8)
-    assert resize_for_crops(small).shape == (224, 336, 3)
-    large = np.zeros((600, 1000, 3), np.uint8)
-    assert resize_for_crops(large, max_long_side=512).shape == (307, 512, 3)
-    assert resize_for_crops(large, short_side=224).shape == (224, 373, 3)
+    for name, shape in (("small.png", (100, 150)), ("large.png", (600, 1000))):
+        cv2.imwrite(str(tmp_path / name), np.full((*shape, 3), 90, np.uint8))
+    assert prepare_for_crops(str(tmp_path / "small.png"), 224, None, None).shape == (224, 336, 3)
+    assert prepare_for_crops(str(tmp_path / "large.png"), 224, 512, None).shape == (307, 512, 3)
+    assert prepare_for_crops(str(tmp_path / "large.png"), 224, None, 224).shape == (224, 373, 3)
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    assert prepare_for_crops(str(tmp_path / "broken.jpg"), 224, None, None) is None
 
 
 def test_metrics_against_known_values():
@@ -297,12 +287,19 @@ def test_metrics_against_known_values():
     assert set(correlations(x, y)) == {"srcc", "plcc", "plcc_fit", "krcc"}
 
 
-def test_training_crops_equal_the_runtimes():
-    """Training-time evaluation scores an image exactly as the deployed runtime crops it."""
-    from runtime.crops import crop_offsets as runtime_offsets
+def test_training_evaluation_sees_the_runtimes_crops(tmp_path):
+    """Training-time evaluation scores an image exactly as the deployed runtime crops it: the same
+    decode (EXIF, alpha), resize and crops, as RGB float tensors."""
+    from runtime.crops import Preprocess
+    from runtime.images import read_image
+    from training.datasets import EvaluationImages, Sample
 
-    for h in (224, 225, 301, 384, 512):
-        for w in (224, 300, 513, 700):
-            for protocol in ("center", "five", "grid", "random10"):
-                for seed in (0, 7):
-                    assert crop_offsets(h, w, protocol, 224, seed) == runtime_offsets(h, w, 224, protocol, seed)
+    rng = np.random.default_rng(0)
+    path = tmp_path / "photo.png"
+    cv2.imwrite(str(path), np.dstack([rng.integers(0, 256, (700, 900, 3)), np.full((700, 900), 200)]).astype(np.uint8))
+    item = EvaluationImages([Sample(str(path), 0.5, "natural", "d", 0)], ["five", "random10"], 224, seed=3,
+                            max_long_side=512)[0]
+    for protocol in ("five", "random10"):
+        runtime_crops = Preprocess(224, 512, 224, protocol, seed=3)(read_image(path))
+        expected = torch.from_numpy(runtime_crops[..., ::-1].copy()).permute(0, 3, 1, 2).float() / 255
+        assert torch.equal(item[protocol], expected), protocol

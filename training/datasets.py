@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from gamma_edge.errors import GammaUserError, read_user_json
-from training.crops import CROP_COUNTS, crops, resize_for_crops
+from runtime.crops import CROPS_PER_IMAGE, cut_crops, resize_for_crops, scale_to_short_side
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 REGISTRY_FILE = CONFIG_DIR / "datasets.json"
@@ -354,18 +354,29 @@ def _split_rows(spec: DatasetSpec, root: Path, n_rows: int, part: str) -> list[i
 
 # ---------------------------------------------------------------- images
 
-def read_image(path: str) -> np.ndarray | None:
-    """HxWx3 uint8 RGB, or None if the file cannot be decoded."""
+def read_image(path: str, shrink_to: int | None = None) -> np.ndarray | None:
+    """HxWx3 uint8 RGB decoded as the runtime decodes (runtime.images: EXIF orientation, alpha on white,
+    16-bit high byte), or None if the file cannot be decoded. `shrink_to`: the long side it will be
+    shrunk to, which lets a large JPEG decode at reduced scale exactly as the runtime does."""
+    from runtime.errors import RuntimeUserError
+    from runtime.images import read_image as decode
+
     try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError:
-        return None
-    if data.size == 0:
-        return None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None or image.ndim != 3 or min(image.shape[:2]) < 1:
+        image = decode(path, shrink_to=shrink_to)
+    except RuntimeUserError:
         return None
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def prepare_for_crops(path: str, crop_size: int, long_side: int | None, short_side: int | None) -> np.ndarray | None:
+    """Decode and resize one image as its dataset is configured (short side first, for the datasets the
+    authors pre-resized), then by the runtime's rule (runtime.crops); None if it cannot be decoded."""
+    image = read_image(path, shrink_to=None if short_side else long_side)
+    if image is None:
+        return None
+    if short_side:
+        image = scale_to_short_side(image, short_side)
+    return resize_for_crops(image, long_side, None, crop_size)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -400,11 +411,10 @@ class TrainingImages(torch.utils.data.Dataset):
     def __getitem__(self, key):
         index, seed = key
         sample = self.samples[index]
-        image = read_image(sample.path)
-        valid = image is not None
         c = self.crop_size
+        image = prepare_for_crops(sample.path, c, sample.resize_long_side, sample.resize_short_side)
+        valid = image is not None
         if valid:
-            image = resize_for_crops(image, c, sample.resize_long_side, sample.resize_short_side)
             rng = np.random.default_rng(seed)
             h, w = image.shape[:2]
             y, x = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
@@ -457,15 +467,13 @@ class EvaluationImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         sample = self.samples[index]
-        image = read_image(sample.path)
         c = self.crop_size
+        long_side = min(filter(None, (sample.resize_long_side, self.max_long_side)), default=None)
+        image = prepare_for_crops(sample.path, c, long_side, sample.resize_short_side)
         out = {"index": index, "valid": torch.tensor(image is not None), "path": sample.path}
-        if image is not None:
-            long_side = min(filter(None, (sample.resize_long_side, self.max_long_side)), default=None)
-            image = resize_for_crops(image, c, long_side, sample.resize_short_side)
         for protocol in self.protocols:
             if image is None:
-                out[protocol] = torch.zeros(CROP_COUNTS[protocol], 3, c, c)
+                out[protocol] = torch.zeros(CROPS_PER_IMAGE[protocol], 3, c, c)
             else:
-                out[protocol] = to_tensor(crops(image, protocol, c, self.seed))
+                out[protocol] = to_tensor(cut_crops(image, protocol, c, self.seed))
         return out

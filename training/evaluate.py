@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from gamma_edge.errors import GammaUserError
-from training.crops import PROTOCOLS
+from runtime.manifest import CROP_PROTOCOLS as PROTOCOLS
 from training.datasets import DatasetPart, EvaluationImages
 from runtime.metrics import correlations
 

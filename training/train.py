@@ -86,7 +86,7 @@ def check_settings(s: dict) -> dict:
         raise GammaUserError(f"loss '{s['loss']}' is not supported (mse)")
     if s["prompts"] not in ("sdp", "plain"):
         raise GammaUserError(f"prompts must be 'sdp' or 'plain', not '{s['prompts']}'")
-    from training.crops import PROTOCOLS
+    from runtime.manifest import CROP_PROTOCOLS as PROTOCOLS
     for protocol in s["eval_crops"]:
         if protocol not in PROTOCOLS:
             raise GammaUserError(f"unknown crop protocol '{protocol}'; known: {', '.join(PROTOCOLS)}")
