@@ -301,10 +301,11 @@ class _Retries(click.ParamType):
               help="Fleet: recovered only once the smoothed score is at --threshold + margin. Default: 0.05.")
 @click.option("--snapshots", type=click.Path(path_type=Path), default=None,
               help="Fleet: save a JPEG of the frame at each quality event in this folder.")
+@click.option("--webhook", default=None, metavar="URL", help="Fleet: POST each quality event as JSON to this URL.")
 def run_command(sources, model, backend, device, threads, batch, precision, crops, seed, scene, quiet,
                 every, max_fps, smooth, threshold, jsonl, save, show, max_frames, open_timeout, read_timeout,
                 retries, backoff, backoff_max, verbose, config, mqtt, mqtt_prefix, metrics_port, metrics_host,
-                hold, margin, snapshots):
+                hold, margin, snapshots, webhook):
     """Score a camera, video file or network stream as it plays; or a fleet of cameras.
 
     SOURCE is a camera index or 'camera', a video file, or an rtsp:// / http:// stream.
@@ -339,14 +340,14 @@ def run_command(sources, model, backend, device, threads, batch, precision, crop
         raise click.UsageError("give a SOURCE (or several), or --config FILE")
     if not verbose:
         quiet_native_logs()             # before any capture or writer loads FFmpeg
-    if _is_fleet(sources, config, mqtt, metrics_port):
+    if _is_fleet(sources, config, mqtt, metrics_port, webhook):
         fleet_settings = dict(model=model, backend=backend, device=device, threads=threads, batch=batch,
                               precision=precision, crops=crops, seed=seed, scene=scene, quiet=quiet)
         _run_fleet(sources, config, fleet_settings, every=every, max_fps=max_fps, smooth=smooth, threshold=threshold,
                    jsonl=jsonl, save=save, show=show, max_frames=max_frames, open_timeout=open_timeout,
                    read_timeout=read_timeout, retries=retries, backoff=(backoff, backoff_max), mqtt=mqtt,
                    mqtt_prefix=mqtt_prefix, metrics_port=metrics_port, metrics_host=metrics_host, hold=hold,
-                   margin=margin, snapshots=snapshots)
+                   margin=margin, snapshots=snapshots, webhook=webhook)
         return
     source = sources[0]
     with _user_errors():
@@ -370,12 +371,12 @@ def run_command(sources, model, backend, device, threads, batch, precision, crop
     sys.exit(summary.exit_status)
 
 
-def _is_fleet(sources, config, mqtt, metrics_port) -> bool:
+def _is_fleet(sources, config, mqtt, metrics_port, webhook) -> bool:
     """A fleet: several sources, a named one, a config file, or events / metrics asked for."""
     from .fleet_config import split_name
 
     return (len(sources) > 1 or config is not None or mqtt is not None or metrics_port is not None
-            or any(split_name(text)[0] for text in sources))
+            or webhook is not None or any(split_name(text)[0] for text in sources))
 
 
 # run's options that set a camera's rule in a fleet: (option's parameter, Camera field)
@@ -409,6 +410,7 @@ def _run_fleet(sources, config, model_settings: dict, **values) -> None:
         loaded = load_config(config, overrides) if config is not None else None
         cameras = loaded.cameras if loaded else cameras_from_sources(list(sources), overrides)
         mqtt_settings, metrics_settings = (loaded.mqtt, loaded.metrics) if loaded else ({}, {})
+        webhook_settings = loaded.webhook if loaded else {}
         scorer = _make_scorer(**model_settings)
         with _output(values["jsonl"], "--jsonl") as stream:
             options = FleetOptions(
@@ -418,6 +420,7 @@ def _run_fleet(sources, config, model_settings: dict, **values) -> None:
                 mqtt=values["mqtt"] or mqtt_settings.get("url"),
                 mqtt_prefix=values["mqtt_prefix"] or mqtt_settings.get("prefix", DEFAULT_MQTT_PREFIX),
                 mqtt_client_id=mqtt_settings.get("client_id"),
+                webhook=values["webhook"] or webhook_settings.get("url"),
                 metrics_port=values["metrics_port"] if values["metrics_port"] is not None else metrics_settings.get("port"),
                 metrics_host=values["metrics_host"] or metrics_settings.get("host", "0.0.0.0"))
             runner = FleetRunner(scorer, cameras, options)

@@ -34,6 +34,7 @@ CONDITIONS = (
     Condition("frozen", "frozen", "unfrozen"),
     Condition("degraded", "degraded", "recovered"),
 )
+CONDITION = {condition.state: condition for condition in CONDITIONS}
 STATES = ("starting", "ok") + tuple(condition.state for condition in CONDITIONS)
 EVENTS = tuple(name for condition in CONDITIONS for name in (condition.raised, condition.cleared))
 
@@ -137,9 +138,9 @@ class CameraWatch:
         self.uniform = covered is not False
         frozen = None if self.uniform or moved is None else band(moved, self.camera.frozen_diff + 1e-9,
                                                                   2 * self.camera.frozen_diff + 1e-6)
-        raised = self._switch(CONDITIONS[1], now, covered, previous_state, contrast=round(spread, 3))
+        raised = self._switch(CONDITION["covered"], now, covered, previous_state, contrast=round(spread, 3))
         previous_state = self.state
-        return raised + self._switch(CONDITIONS[2], now, frozen, previous_state,
+        return raised + self._switch(CONDITION["frozen"], now, frozen, previous_state,
                                      change=None if moved is None else round(moved, 3))
 
     def on_score(self, now: float, score: float) -> list[dict]:
@@ -152,7 +153,7 @@ class CameraWatch:
         if threshold is None:
             return []
         evidence = None if self.uniform else band(self.smoothing.smoothed, threshold, threshold + self.camera.margin)
-        return self._switch(CONDITIONS[3], now, evidence, previous_state, threshold=threshold)
+        return self._switch(CONDITION["degraded"], now, evidence, previous_state, threshold=threshold)
 
     def on_gap(self, now: float, reason: str) -> list[dict]:
         """The reader lost the source (its read timed out or failed, or it never opened): lost at once,

@@ -49,6 +49,7 @@ class FleetOptions:
     mqtt: str | None = None                # broker URL
     mqtt_prefix: str = "gamma-edge"
     mqtt_client_id: str | None = None
+    webhook: str | None = None             # an http(s) URL each event is POSTed to
     metrics_port: int | None = None        # None: no endpoint; 0: any free port
     metrics_host: str = "0.0.0.0"
 
@@ -188,6 +189,7 @@ class FleetRunner:
         self.feeds: list[Feed] = []
         self.started: float | None = None
         self.mqtt = self.metrics = None
+        self.webhook = self._webhook(options.webhook)     # a malformed address is named before anything starts
         self._write_lock = threading.Lock()
 
     # -- checks made before anything starts ---------------------------------------------------
@@ -212,6 +214,13 @@ class FleetRunner:
             raise RuntimeUserError(f"camera '{camera.name}': scene {scene!r} is not in this model; "
                                    f"it scores {', '.join(self.scorer.scenes)}")
         return self.scorer.scenes.index(scene)
+
+    def _webhook(self, url: str | None):
+        if not url:
+            return None
+        from .webhook import WebhookEvents
+
+        return WebhookEvents(url, log=self.log)
 
     def signals(self) -> StopSignals:
         return StopSignals(self.stop, self.abort)
@@ -244,7 +253,7 @@ class FleetRunner:
 
     def _start_outputs(self) -> None:
         """The metrics endpoint first (a port in use is a mistake to name before any thread starts),
-        then the broker link (which never fails the run)."""
+        then the broker link and the webhook (neither ever fails the run)."""
         options = self.options
         if options.metrics_port is not None:
             from .fleet_metrics import FleetMetrics
@@ -263,6 +272,8 @@ class FleetRunner:
                 if self.metrics is not None:
                     self.metrics.close()
                 raise
+        if self.webhook is not None:
+            self.webhook.start()
 
     def _start_readers(self, started: float) -> None:
         """Open every source at once (a dead one costs its open timeout once, not once per camera),
@@ -414,15 +425,16 @@ class FleetRunner:
                                         f"{event['attempts']} reopen attempt(s) failed")
 
     def _raise(self, feed: Feed, events: list[dict], image: np.ndarray | None) -> None:
-        """Quality events: a snapshot where asked, the JSON lines, stderr, MQTT, the event counts."""
+        """Quality events: a snapshot where asked, the JSON lines, stderr, MQTT, the webhook, the counts."""
         for event in events:
             feed.event_counts[event["event"]] += 1
             if self.options.snapshots and image is not None:
                 event["snapshot"] = self._snapshot(feed, event, image)
             self.emit(event)
             self.log(f"{feed.camera.name}: {event['event'].replace('_', ' ')} (now {event['state']})")
-            if self.mqtt is not None:
-                self.mqtt.publish_event(event, feed.watch.state_record())
+            for sink in (self.mqtt, self.webhook):
+                if sink is not None:
+                    sink.publish_event(event, feed.watch.state_record())
 
     def _snapshot(self, feed: Feed, event: dict, image: np.ndarray) -> str:
         stamp = event["time"].replace(":", "").replace("-", "")
@@ -455,10 +467,9 @@ class FleetRunner:
             self.emit({"camera": feed.camera.name, **feed.summary.as_dict()})
         summary.elapsed_s = elapsed
         self.emit(summary.as_dict())
-        if self.mqtt is not None:
-            self.mqtt.close()
-        if self.metrics is not None:
-            self.metrics.close()
+        for output in (self.mqtt, self.webhook, self.metrics):
+            if output is not None:
+                output.close()
 
     @staticmethod
     def _final_counts(feed: Feed, elapsed: float) -> None:

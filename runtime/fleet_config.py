@@ -6,6 +6,7 @@
     defaults: {smooth: 5}               # any camera setting, for every camera
     mqtt: {url: mqtt://broker.local:1883}
     metrics: {port: 9108}
+    webhook: {url: http://alerts.local/gamma}
 
 Every key is checked: a misspelt one is named, never silently ignored (docs/fleet.md).
 """
@@ -91,7 +92,8 @@ CAMERA_SETTINGS: dict[str, Callable] = {
 }
 MQTT_SETTINGS: dict[str, Callable] = {"url": _text, "prefix": _text, "client_id": _text}
 METRICS_SETTINGS: dict[str, Callable] = {"port": _port, "host": _text}
-SECTIONS = ("cameras", "defaults", "mqtt", "metrics")
+WEBHOOK_SETTINGS: dict[str, Callable] = {"url": _text}
+SECTIONS = ("cameras", "defaults", "mqtt", "metrics", "webhook")
 
 
 @dataclass
@@ -99,6 +101,7 @@ class FleetConfig:
     cameras: list[Camera]
     mqtt: dict = field(default_factory=dict)      # url, prefix, client_id
     metrics: dict = field(default_factory=dict)   # port, host
+    webhook: dict = field(default_factory=dict)   # url
 
 
 def _checked(table: dict[str, Callable], values, where: str, path: str) -> dict:
@@ -198,7 +201,8 @@ def load_config(path: str | Path, overrides: dict | None = None) -> FleetConfig:
         fleet.append(camera_from({**defaults, **_checked(CAMERA_SETTINGS, entry, label, str(path))}, label, str(path)))
     check_unique(fleet, f"config '{path}': ")
     return FleetConfig(fleet, mqtt=_checked(MQTT_SETTINGS, data.get("mqtt", {}), "'mqtt'", str(path)),
-                       metrics=_checked(METRICS_SETTINGS, data.get("metrics", {}), "'metrics'", str(path)))
+                       metrics=_checked(METRICS_SETTINGS, data.get("metrics", {}), "'metrics'", str(path)),
+                       webhook=_checked(WEBHOOK_SETTINGS, data.get("webhook", {}), "'webhook'", str(path)))
 
 
 def cameras_from_sources(sources: list[str], overrides: dict | None = None) -> list[Camera]:

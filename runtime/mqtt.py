@@ -52,7 +52,7 @@ class MqttEvents:
                  client_id: str | None = None, log: Callable[[str], None] = print, keepalive: int = 30):
         paho = load_paho()
         self.host, self.port, user, password = parse_broker(url)
-        self.prefix, self.states, self.log = prefix.rstrip("/"), states, log
+        self.prefix, self.states, self.log, self.keepalive = prefix.rstrip("/"), states, log, keepalive
         self.address = f"{self.host}:{self.port}"
         self.connected = threading.Event()
         self.delivered = self.undelivered = 0
@@ -77,7 +77,7 @@ class MqttEvents:
 
     def start(self) -> "MqttEvents":
         """Connect in paho's own thread (it retries forever); wait a moment for the first connection."""
-        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.connect_async(self.host, self.port, keepalive=self.keepalive)
         self.client.loop_start()
         if not self.connected.wait(FIRST_CONNECT_WAIT_S):
             self._not_delivered()

@@ -136,10 +136,14 @@ def refused_url():
         sock.close()
 
 
+def sensor_noise(shape, noise: float, seed: int, count: int = 8) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.normal(0, noise, shape) for _ in range(count)]
+
+
 def live_scene(photo: np.ndarray, noise: float = 2.0, seed: int = 0) -> Callable[[int], np.ndarray]:
     """A static scene as a live camera shows it: the same photo, fresh sensor noise each frame."""
-    rng = np.random.default_rng(seed)
-    variants = [np.clip(photo + rng.normal(0, noise, photo.shape), 0, 255).astype(np.uint8) for _ in range(8)]
+    variants = [np.clip(photo + field, 0, 255).astype(np.uint8) for field in sensor_noise(photo.shape, noise, seed)]
     return lambda i: variants[i % len(variants)]
 
 
@@ -167,11 +171,14 @@ def covered(size=(320, 240), level: int = 60, noise: float = 3.0, seed: int = 1)
     return lambda i: variants[i % len(variants)]
 
 
-def blur_ramp(normal: Callable[[int], np.ndarray], start: int, frames: int, sigma: float) -> Callable[[int], np.ndarray]:
-    """Focus drifting away: the blur grows from none at `start` to `sigma` over `frames` frames."""
+def blur_ramp(photo: np.ndarray, start: int, frames: int, sigma: float, noise: float = 2.0,
+              seed: int = 3) -> Callable[[int], np.ndarray]:
+    """Focus drifting away: the optics blur grows from none at frame `start` to `sigma` over `frames`
+    frames; the sensor's noise comes after the lens, so it stays sharp (the stream is not frozen)."""
+    fields = sensor_noise(photo.shape, noise, seed)
+
     def picture(i: int) -> np.ndarray:
         strength = sigma * min(1.0, max(0.0, (i - start + 1) / frames))
-        image = normal(i)
-        return cv2.GaussianBlur(image, (0, 0), strength) if strength > 0.3 else image
+        optics = cv2.GaussianBlur(photo, (0, 0), strength) if strength > 0.3 else photo
+        return np.clip(optics + fields[i % len(fields)], 0, 255).astype(np.uint8)
     return picture
-
