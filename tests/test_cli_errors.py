@@ -23,6 +23,14 @@ def files(tmp_path_factory):
     (root / "no-manifest").mkdir()
     (root / "notes.txt").write_text("These are notes, not weights and not an image; a user passed the wrong file.\n")
     (root / "tiny.pth").write_bytes(b"x")
+    (root / "empty.pth").write_bytes(b"")
+    (root / "random.pth").write_bytes(bytes(range(256)) * 8)
+    import zipfile
+    with zipfile.ZipFile(root / "other.zip.pth", "w") as archive:
+        archive.writestr("readme.txt", "no data.pkl in here" * 10)
+    whole = (root / "other.zip.pth").read_bytes()
+    (root / "truncated.pth").write_bytes(whole[: len(whole) // 2])
+    (root / "photo.pth").write_bytes(b"\xff\xd8\xff\xe0" + bytes(200))
     (root / "taken").mkdir()
     (root / "taken" / "keep.txt").write_text("x")
     make_model(root / "model")
@@ -52,6 +60,11 @@ CASES = {
     "convert missing file": ("convert {root}/nope.pth --out {root}/c.safetensors", "does not exist"),
     "convert text file": ("convert {root}/notes.txt --out {root}/c.safetensors", "a text file"),
     "convert one-byte file": ("convert {root}/tiny.pth --out {root}/c.safetensors", "only 1 byte"),
+    "convert empty file": ("convert {root}/empty.pth --out {root}/c.safetensors", "is empty (0 bytes)"),
+    "convert random bytes": ("convert {root}/random.pth --out {root}/c.safetensors", "not a PyTorch weights file (it starts with bytes 00010203"),
+    "convert zip without data.pkl": ("convert {root}/other.zip.pth --out {root}/c.safetensors", "zip archive without data.pkl"),
+    "convert truncated zip": ("convert {root}/truncated.pth --out {root}/c.safetensors", "truncated or damaged zip"),
+    "convert a JPEG": ("convert {root}/photo.pth --out {root}/c.safetensors", "is a JPEG image"),
     "benchmark missing model": ("benchmark --model {root}/nope", "does not exist"),
     "benchmark zero runs": ("benchmark --model {root}/model --runs 0", "--runs must be at least 1"),
     "scenes missing model": ("scenes --model {root}/nope", "does not exist"),
@@ -88,3 +101,13 @@ def test_through_the_installed_entry_point(files):
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert [line for line in done.stderr.splitlines() if line.strip()][-1].startswith("Error: ")
+
+
+def test_scenes_of_a_model_are_its_own(files):
+    from gamma_edge.cli import main
+
+    result = CliRunner().invoke(main, ["scenes", "--model", str(DEMO)])
+    assert result.exit_code == 0 and result.output.startswith("Scenes of ")
+    assert [line for line in result.output.splitlines() if not line.startswith((" ", "Scenes"))] == ["natural"]
+    every = CliRunner().invoke(main, ["scenes"])
+    assert "an exported model scores only its own" in every.output and "aesthetics" in every.output
