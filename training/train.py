@@ -281,190 +281,254 @@ def key_metric(results: dict, protocol: str) -> float:
 def train(s: dict, out: Path, resume: bool = False, device: str | None = None, progress: bool = True,
           stop_after_steps: int | None = None) -> dict:
     """Run (or continue) a training run in `out`; returns the last evaluation record."""
-    from tqdm import tqdm
+    run = TrainingRun(s, out, device, progress, stop_after_steps)
+    if not run.start(resume):
+        return {}
+    record = {}
+    for epoch in range(run.position["epoch"], s["epochs"]):
+        seen, started, bad_paths = run.train_epoch(epoch)
+        record = run.end_epoch(epoch, seen, started, bad_paths)
+    run.dist.close()
+    return record
 
-    from gamma_edge.checkpoint import save_checkpoint
-    from training.datasets import EpochOrder, TrainingImages, load_dataset, load_registry, resolve_datasets
-    from training.evaluate import evaluate_parts, format_table
 
-    dist = Distributed(device)
-    say = (lambda *a: print(*a, flush=True)) if dist.main else (lambda *a: None)
-    state_path = out / STATE_FILE
+class TrainingRun:
+    """One training run's state, built in the order a failure should surface: data first (a wrong
+    path fails before minutes of model building), then the model, optimizer and schedule."""
 
-    # Data first: a wrong path should fail before minutes of model building.
-    specs = resolve_datasets(s["datasets"], load_registry(s["datasets_files"]), s["data_root"], s["meta_info_dir"])
-    train_parts = [load_dataset(spec, "train") for spec in specs]
-    eval_parts = [load_dataset(spec, "eval") for spec in specs] if s["eval_every"] else []
-    samples = [sample for part in train_parts for sample in part.samples]
-    if not samples:
-        raise GammaUserError("the selected datasets have no training images")
-    skipped = sorted({item for part in train_parts + eval_parts for item in part.skipped})
-    for path, reason in skipped:
-        say(f"skipping {path}: {reason}")
+    def __init__(self, s: dict, out: Path, device: str | None, progress: bool, stop_after_steps: int | None):
+        self.s, self.out, self.progress, self.stop_after_steps = s, out, progress, stop_after_steps
+        self.dist = Distributed(device)
+        self.say = (lambda *a: print(*a, flush=True)) if self.dist.main else (lambda *a: None)
+        self.state_path = out / STATE_FILE
+        self._load_data()
+        self._build()
+        self.position = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": None,
+                         "loss_sum": 0.0, "loss_count": 0, "skipped_train": 0}
 
-    model = build_model(s, s["seed"])
-    for spec in specs:
-        if spec.scene not in model.scenes:
-            raise GammaUserError(f"dataset '{spec.name}' needs scene '{spec.scene}', which is not among the "
-                                 f"model's scenes ({', '.join(model.scenes)}); add it with --scenes-file")
-    fingerprint = frozen_fingerprint(model)
-    model.to(dist.device)
-    trainable = model.trainable_parameters()
-    optimizer = torch.optim.Adam(list(trainable.values()), lr=s["lr"], betas=tuple(s["betas"]),
-                                 weight_decay=s["weight_decay"])
-    per_rank = EpochOrder(len(samples), s["seed"], 0, dist.rank, dist.world)
-    steps_per_epoch = len(per_rank) // s["batch_size"]
-    if s["steps_per_epoch"]:
-        steps_per_epoch = min(steps_per_epoch, int(s["steps_per_epoch"]))
-    if steps_per_epoch < 1:
-        raise GammaUserError(f"{len(samples)} training images make no batch of {s['batch_size']} "
-                             f"per process ({dist.world} processes)")
-    total_steps = steps_per_epoch * s["epochs"]
-    min_ratio = s["min_lr"] / s["lr"] if s["lr"] else 0.0
-    if s["schedule"] == "cosine":
-        schedule = lambda step: cosine_factor(step, total_steps, s["warmup_steps"], min_ratio)  # noqa: E731
-    else:
-        schedule = lambda step: 1.0  # noqa: E731
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    # -- building ---------------------------------------------------------------------------
+    def _load_data(self) -> None:
+        from training.datasets import load_dataset, load_registry, resolve_datasets
 
-    position = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": None,
-                "loss_sum": 0.0, "loss_count": 0, "skipped_train": 0}
-    if resume:
-        state = load_state(state_path)
-        if state["frozen_sha256"] != fingerprint:
-            raise GammaUserError(f"cannot resume {out}: the rebuilt model's frozen weights differ from the run's "
+        s = self.s
+        self.specs = resolve_datasets(s["datasets"], load_registry(s["datasets_files"]), s["data_root"],
+                                      s["meta_info_dir"])
+        train_parts = [load_dataset(spec, "train") for spec in self.specs]
+        self.eval_parts = [load_dataset(spec, "eval") for spec in self.specs] if s["eval_every"] else []
+        self.samples = [sample for part in train_parts for sample in part.samples]
+        if not self.samples:
+            raise GammaUserError("the selected datasets have no training images")
+        self.skipped = sorted({item for part in train_parts + self.eval_parts for item in part.skipped})
+        for path, reason in self.skipped:
+            self.say(f"skipping {path}: {reason}")
+
+    def _build(self) -> None:
+        from training.datasets import EpochOrder
+
+        s, dist = self.s, self.dist
+        model = build_model(s, s["seed"])
+        for spec in self.specs:
+            if spec.scene not in model.scenes:
+                raise GammaUserError(f"dataset '{spec.name}' needs scene '{spec.scene}', which is not among the "
+                                     f"model's scenes ({', '.join(model.scenes)}); add it with --scenes-file")
+        self.fingerprint = frozen_fingerprint(model)
+        model.to(dist.device)
+        self.model, self.trainable = model, model.trainable_parameters()
+        self.optimizer = torch.optim.Adam(list(self.trainable.values()), lr=s["lr"], betas=tuple(s["betas"]),
+                                          weight_decay=s["weight_decay"])
+        per_rank = EpochOrder(len(self.samples), s["seed"], 0, dist.rank, dist.world)
+        steps = len(per_rank) // s["batch_size"]
+        if s["steps_per_epoch"]:
+            steps = min(steps, int(s["steps_per_epoch"]))
+        if steps < 1:
+            raise GammaUserError(f"{len(self.samples)} training images make no batch of {s['batch_size']} "
+                                 f"per process ({dist.world} processes)")
+        self.steps_per_epoch = steps
+        total_steps = steps * s["epochs"]
+        min_ratio = s["min_lr"] / s["lr"] if s["lr"] else 0.0
+        if s["schedule"] == "cosine":
+            schedule = lambda step: cosine_factor(step, total_steps, s["warmup_steps"], min_ratio)  # noqa: E731
+        else:
+            schedule = lambda step: 1.0  # noqa: E731
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+
+    def _restore(self) -> bool:
+        """Continue a killed run exactly: trainable weights, optimizer, schedule, RNG, position.
+        False when the run is already complete."""
+        s = self.s
+        state = load_state(self.state_path)
+        if state["frozen_sha256"] != self.fingerprint:
+            raise GammaUserError(f"cannot resume {self.out}: the rebuilt model's frozen weights differ from the run's "
                                  "(was the --init-backbone file changed?)")
         with torch.no_grad():
-            for name, p in trainable.items():
+            for name, p in self.trainable.items():
                 p.copy_(state["trainable"][name].to(p.device))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
-        position = {k: state[k] for k in position}
-        if position["epoch"] >= s["epochs"]:
-            say(f"{out} is complete ({s['epochs']} epochs); nothing to resume")
-            dist.close()
-            return {}
-        say(f"resuming {out} at epoch {position['epoch'] + 1}, step {position['step_in_epoch']} of "
-            f"{steps_per_epoch} (global step {position['global_step']})")
+        self.position = {k: state[k] for k in self.position}
+        if self.position["epoch"] >= s["epochs"]:
+            self.say(f"{self.out} is complete ({s['epochs']} epochs); nothing to resume")
+            self.dist.close()
+            return False
+        self.say(f"resuming {self.out} at epoch {self.position['epoch'] + 1}, step {self.position['step_in_epoch']} "
+                 f"of {self.steps_per_epoch} (global step {self.position['global_step']})")
+        return True
 
-    network = model
-    if dist.world > 1:
-        # Every trainable parameter is used in every step (each batch runs the vision tower
-        # and at least one scene's text tower through all MoAE blocks), so no unused-parameter scan.
-        network = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+    def start(self, resume: bool) -> bool:
+        """Restore (if resuming), wrap for DDP, announce, evaluate before training. False: nothing to do."""
+        from training.datasets import TrainingImages
 
-    log = MetricsLog(out)
-    images = TrainingImages(samples, s["crop_size"], s["hflip"])
-    first_protocol = s["eval_crops"][0] if s["eval_crops"] else None
-    n_params = sum(p.numel() for p in model.parameters())
-    n_trainable = sum(p.numel() for p in trainable.values())
-    say(f"{s['model']} ({s['prompts']} prompts): {n_trainable / 1e6:.2f}M of {n_params / 1e6:.2f}M parameters train; "
-        f"{len(samples)} training images from {len(specs)} datasets; {steps_per_epoch} steps/epoch x "
-        f"{s['epochs']} epochs, batch {s['batch_size']} x {dist.world} process(es) on {dist.device}")
+        s, dist, model = self.s, self.dist, self.model
+        if resume and not self._restore():
+            return False
+        self.network = model
+        if dist.world > 1:
+            # Every trainable parameter is used in every step (each batch runs the vision tower
+            # and at least one scene's text tower through all MoAE blocks), so no unused-parameter scan.
+            self.network = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+        self.log = MetricsLog(self.out)
+        self.images = TrainingImages(self.samples, s["crop_size"], s["hflip"])
+        self.first_protocol = s["eval_crops"][0] if s["eval_crops"] else None
+        n_params = sum(p.numel() for p in model.parameters())
+        n_trainable = sum(p.numel() for p in self.trainable.values())
+        self.say(f"{s['model']} ({s['prompts']} prompts): {n_trainable / 1e6:.2f}M of {n_params / 1e6:.2f}M parameters "
+                 f"train; {len(self.samples)} training images from {len(self.specs)} datasets; {self.steps_per_epoch} "
+                 f"steps/epoch x {s['epochs']} epochs, batch {s['batch_size']} x {dist.world} process(es) on "
+                 f"{dist.device}")
+        if not resume and s["eval_before_training"] and s["eval_every"]:
+            if dist.main:
+                record = self.evaluate_and_log({"epoch": 0, "global_step": 0, "lr": self.scheduler.get_last_lr()[0]})
+                self.log.append(record)
+            dist.barrier()
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dist.device.type == "cuda")
+        return True
 
-    def evaluate_and_log(record: dict) -> dict:
-        if not eval_parts or not first_protocol:
-            return record
-        results, eval_skipped = evaluate_parts(model, eval_parts, s["eval_crops"], dist.device,
-                                               s["eval_batch_size"], s["num_workers"], s["eval_seed"],
-                                               s["eval_max_long_side"], s["crop_size"])
-        for path, reason in eval_skipped:
-            if (path, reason) not in skipped:
-                say(f"skipped {path}: {reason}")
-        record["eval"] = results
-        record["key_metric"] = key_metric(results, first_protocol)
-        record["skipped_images"] = record.get("skipped_images", 0) + len({p for p, _ in eval_skipped})
-        say(format_table(results, {sp.name: sp.title or sp.name for sp in specs}))
-        return record
+    # -- one epoch ----------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> tuple[int, float, list[str]]:
+        """The epoch's steps (from where a killed run stopped); returns (images seen, start time, unreadable paths)."""
+        from tqdm import tqdm
 
-    if not resume and s["eval_before_training"] and s["eval_every"]:
-        if dist.main:
-            record = evaluate_and_log({"epoch": 0, "global_step": 0, "lr": scheduler.get_last_lr()[0]})
-            log.append(record)
-        dist.barrier()
+        from training.datasets import EpochOrder
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dist.device.type == "cuda")
-    record = {}
-    for epoch in range(position["epoch"], s["epochs"]):
+        s, dist, position = self.s, self.dist, self.position
         start = position["step_in_epoch"] if epoch == position["epoch"] else 0
-        order = EpochOrder(len(samples), s["seed"], epoch, dist.rank, dist.world, start * s["batch_size"])
-        loader = torch.utils.data.DataLoader(images, batch_size=s["batch_size"], sampler=order, drop_last=True,
+        order = EpochOrder(len(self.samples), s["seed"], epoch, dist.rank, dist.world, start * s["batch_size"])
+        loader = torch.utils.data.DataLoader(self.images, batch_size=s["batch_size"], sampler=order, drop_last=True,
                                              num_workers=s["num_workers"], pin_memory=dist.device.type == "cuda")
-        model.train()
-        bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{s['epochs']}", unit="step",
-                   disable=not (dist.main and progress), dynamic_ncols=True,
+        self.model.train()
+        bar = tqdm(total=self.steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{s['epochs']}", unit="step",
+                   disable=not (dist.main and self.progress), dynamic_ncols=True,
                    mininterval=0.5 if sys.stderr.isatty() else 30)   # a log file gets a line per 30 s
         started, seen, bad_paths, batches = time.perf_counter(), 0, [], None
-        for step in range(start, steps_per_epoch):
+        for step in range(start, self.steps_per_epoch):
             if step == start:
                 batches = iter(loader)
             batch = next(batches)
-            images_in = batch["image"].to(dist.device, non_blocking=True)
-            target = batch["target"].to(dist.device)
-            valid = batch["valid"].to(dist.device)
-            if not bool(valid.all()):
-                bad_paths += [p for p, ok in zip(batch["path"], batch["valid"].tolist()) if not ok]
-            with autocast:
-                predicted = network(images_in, list(batch["scene"]))
-            # MSE on the normalised MOS over readable images; an all-unreadable batch still
-            # runs backward (zero gradient) so DDP processes stay in step.
-            weight = valid.float()
-            loss = ((predicted.float() - target) ** 2 * weight).sum() / weight.sum().clamp(min=1)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            loss, count = self._step(batch, bad_paths)
             position["global_step"] += 1
             position["step_in_epoch"] = step + 1
-            position["loss_sum"] += float(loss.detach())
+            position["loss_sum"] += loss
             position["loss_count"] += 1
-            seen += images_in.shape[0] * dist.world
-            rate = seen / (time.perf_counter() - started)
+            seen += count * dist.world
             bar.update(1)
-            bar.set_postfix(loss=f"{position['loss_sum'] / position['loss_count']:.4f}", img_s=f"{rate:.1f}")
-            if s["save_every"] and position["global_step"] % s["save_every"] == 0 and step + 1 < steps_per_epoch:
-                if dist.main:
-                    save_state(state_path, model, optimizer, scheduler, {**position, "epoch": epoch}, fingerprint)
-            if stop_after_steps and position["global_step"] >= stop_after_steps:
+            bar.set_postfix(loss=f"{position['loss_sum'] / position['loss_count']:.4f}",
+                            img_s=f"{seen / (time.perf_counter() - started):.1f}")
+            self._save_within_epoch(epoch, step)
+            if self.stop_after_steps and position["global_step"] >= self.stop_after_steps:
                 bar.close()
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(99)      # a debug kill: no clean-up, no final save, like SIGKILL
         bar.close()
         del batches
+        return seen, started, bad_paths
 
-        # End of epoch: gather the epoch's loss and unreadable images, evaluate, save.
+    def _step(self, batch: dict, bad_paths: list) -> tuple[float, int]:
+        """One optimizer step; returns (loss, images in the batch)."""
+        device = self.dist.device
+        images_in = batch["image"].to(device, non_blocking=True)
+        target = batch["target"].to(device)
+        valid = batch["valid"].to(device)
+        if not bool(valid.all()):
+            bad_paths += [p for p, ok in zip(batch["path"], batch["valid"].tolist()) if not ok]
+        with self.autocast:
+            predicted = self.network(images_in, list(batch["scene"]))
+        # MSE on the normalised MOS over readable images; an all-unreadable batch still
+        # runs backward (zero gradient) so DDP processes stay in step.
+        weight = valid.float()
+        loss = ((predicted.float() - target) ** 2 * weight).sum() / weight.sum().clamp(min=1)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.detach()), images_in.shape[0]
+
+    def _save_within_epoch(self, epoch: int, step: int) -> None:
+        s = self.s
+        if s["save_every"] and self.position["global_step"] % s["save_every"] == 0 and step + 1 < self.steps_per_epoch:
+            if self.dist.main:
+                save_state(self.state_path, self.model, self.optimizer, self.scheduler,
+                           {**self.position, "epoch": epoch}, self.fingerprint)
+
+    def end_epoch(self, epoch: int, seen: int, started: float, bad_paths: list[str]) -> dict:
+        """Gather the epoch's loss and unreadable images, evaluate, save last/best and the state."""
+        s, dist, position = self.s, self.dist, self.position
         loss_sum, loss_count = dist.sum([position["loss_sum"], position["loss_count"]])
         bad_paths = sorted(set(dist.gather(bad_paths)))
         for path in bad_paths:
-            say(f"skipped {path}: unreadable image")
+            self.say(f"skipped {path}: unreadable image")
         position["skipped_train"] += len(bad_paths)
         record = {"epoch": epoch + 1, "global_step": position["global_step"],
-                  "train_loss": loss_sum / max(1, loss_count), "lr": scheduler.get_last_lr()[0],
+                  "train_loss": loss_sum / max(1, loss_count), "lr": self.scheduler.get_last_lr()[0],
                   "images_per_s": seen / max(1e-9, time.perf_counter() - started),
-                  "skipped_images": len(skipped) + position["skipped_train"]}
+                  "skipped_images": len(self.skipped) + position["skipped_train"]}
         position.update(epoch=epoch + 1, step_in_epoch=0, loss_sum=0.0, loss_count=0)
         if dist.main:
             evaluate_now = s["eval_every"] and ((epoch + 1) % s["eval_every"] == 0 or epoch + 1 == s["epochs"])
             if evaluate_now:
-                record = evaluate_and_log(record)
-            extra = {"epoch": epoch + 1, "global_step": position["global_step"], "settings": s,
-                     "metrics": record.get("eval", {})}
-            save_checkpoint(model, out / "last.safetensors", extra=extra)
-            metric = record.get("key_metric")
-            if metric is not None and not math.isnan(metric) and (position["best"] is None or metric > position["best"]):
-                position["best"] = metric
-                save_checkpoint(model, out / "best.safetensors", extra={**extra, "key_metric": metric})
-                record["best"] = True
-            log.append(record)
-            save_state(state_path, model, optimizer, scheduler, position, fingerprint)
-            say(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, {record['images_per_s']:.1f} img/s"
-                + (f", mean SRCC ({first_protocol}) {record['key_metric']:.4f}" if "key_metric" in record else ""))
+                record = self.evaluate_and_log(record)
+            self._save_checkpoints(epoch, record)
+            self.log.append(record)
+            save_state(self.state_path, self.model, self.optimizer, self.scheduler, position, self.fingerprint)
+            self.say(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, {record['images_per_s']:.1f} img/s"
+                     + (f", mean SRCC ({self.first_protocol}) {record['key_metric']:.4f}" if "key_metric" in record
+                        else ""))
         dist.barrier()
-    dist.close()
-    return record
+        return record
+
+    def _save_checkpoints(self, epoch: int, record: dict) -> None:
+        """last.safetensors every epoch; best.safetensors when the key metric improves."""
+        from gamma_edge.checkpoint import save_checkpoint
+
+        extra = {"epoch": epoch + 1, "global_step": self.position["global_step"], "settings": self.s,
+                 "metrics": record.get("eval", {})}
+        save_checkpoint(self.model, self.out / "last.safetensors", extra=extra)
+        metric = record.get("key_metric")
+        best = self.position["best"]
+        if metric is not None and not math.isnan(metric) and (best is None or metric > best):
+            self.position["best"] = metric
+            save_checkpoint(self.model, self.out / "best.safetensors", extra={**extra, "key_metric": metric})
+            record["best"] = True
+
+    def evaluate_and_log(self, record: dict) -> dict:
+        from training.evaluate import evaluate_parts, format_table
+
+        s = self.s
+        if not self.eval_parts or not self.first_protocol:
+            return record
+        results, eval_skipped = evaluate_parts(self.model, self.eval_parts, s["eval_crops"], self.dist.device,
+                                               s["eval_batch_size"], s["num_workers"], s["eval_seed"],
+                                               s["eval_max_long_side"], s["crop_size"])
+        for path, reason in eval_skipped:
+            if (path, reason) not in self.skipped:
+                self.say(f"skipped {path}: {reason}")
+        record["eval"] = results
+        record["key_metric"] = key_metric(results, self.first_protocol)
+        record["skipped_images"] = record.get("skipped_images", 0) + len({p for p, _ in eval_skipped})
+        self.say(format_table(results, {sp.name: sp.title or sp.name for sp in self.specs}))
+        return record
 
 
 # ---------------------------------------------------------------- command line
