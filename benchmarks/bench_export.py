@@ -67,13 +67,11 @@ def gemm_gflops(threads: int) -> float:
 def build_model(checkpoint: str | None):
     import torch
 
-    from gamma_edge.checkpoint import load_checkpoint
-    from gamma_edge.model import Gamma, GammaConfig
+    from gamma_edge.model import create_model
 
     if checkpoint:
-        return load_checkpoint(checkpoint)
-    torch.manual_seed(0)
-    model = Gamma(GammaConfig.from_name("gamma-vit-b-16")).eval()
+        return create_model(checkpoint=checkpoint)
+    model = create_model("gamma-vit-b-16", seed=0).eval()
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, p in model.named_parameters():

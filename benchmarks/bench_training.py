@@ -72,12 +72,11 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
 
-    from gamma_edge.model import Gamma, GammaConfig
+    from gamma_edge.model import create_model
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = Gamma(GammaConfig.from_name(args.model)).to(device).train()
+    model = create_model(args.model, seed=0).to(device).train()
     trainable = model.trainable_parameters()
     optimizer = torch.optim.Adam(list(trainable.values()), lr=2e-5)
     batch = len(SCENES)

@@ -76,13 +76,14 @@ def load_model(checkpoint_or_model):
         model = checkpoint_or_model
         info = {"sha256": None, "name": None}
     else:
-        from gamma_edge.checkpoint import file_sha256, load_checkpoint
+        from gamma_edge.checkpoint import file_sha256
+        from gamma_edge.model import create_model
 
         path = Path(checkpoint_or_model) if checkpoint_or_model is not None else DEFAULT_CHECKPOINT
         if checkpoint_or_model is None and not path.is_file():
             raise GammaUserError("no checkpoint given and the demo model is not installed; "
                                  "pass --checkpoint PATH (a gamma-edge .safetensors checkpoint)")
-        model = load_checkpoint(path)
+        model = create_model(checkpoint=path)
         info = {"sha256": file_sha256(path), "name": path.name}
     info.update({"backbone": model.config.backbone_name, "prompts": model.config.prompts,
                  "config": model.config.to_dict()})

@@ -93,7 +93,7 @@ def infer_config(state: dict, prompts: str):
 def convert_official(path: str | Path, prompts: str = "sdp", config=None):
     """The Gamma stored in an official release file, as our model (eval mode)."""
     from gamma_edge.checkpoint import check_state_fits, load_tensor_file
-    from gamma_edge.model import Gamma
+    from gamma_edge.model import create_model
 
     data = load_tensor_file(path)
     params = data.get("params", data)
@@ -109,7 +109,7 @@ def convert_official(path: str | Path, prompts: str = "sdp", config=None):
         config = infer_config(state, prompts)
     else:
         config.prompts = prompts
-    model = Gamma(config)
+    model = create_model(config)
     check_state_fits(model, state, str(path))
     model.load_state_dict(state)
     model.set_trainable()

@@ -219,3 +219,34 @@ class Gamma(nn.Module):
 def _is_trainable(name: str) -> bool:
     return (".adaptive_experts." in name or ".gate." in name or name.endswith(".scale")
             or name.startswith("head."))
+
+
+def create_model(config: "str | GammaConfig" = "gamma-vit-b-16", *, checkpoint: str | Path | None = None,
+                 prompts: str | None = None, scenes: Sequence[Scene] | None = None,
+                 scene_files: Sequence[str | Path] = (), init_backbone: str | Path | None = None,
+                 seed: int | None = None) -> Gamma:
+    """The one way a Gamma is made (training, conversion, export, benchmarks), as open_clip's
+    create_model is: from a stored checkpoint, or from a named config / GammaConfig with its
+    scenes (the shipped ones plus `scene_files`), an OpenAI-format backbone to start from, and
+    a seed for the random initialisation."""
+    if checkpoint is not None:
+        from gamma_edge.checkpoint import load_checkpoint
+
+        return load_checkpoint(checkpoint, scenes=list(scenes) if scenes else None)
+    config = GammaConfig.from_name(config) if isinstance(config, str) else copy.deepcopy(config)
+    if prompts is not None:
+        config.prompts = prompts
+    if scenes is None:
+        from gamma_edge.scenes import load_scene_file, merge_scenes
+
+        scenes = default_scenes()
+        for path in scene_files:
+            scenes = merge_scenes(scenes, load_scene_file(path))
+    backbone_state = None
+    if init_backbone:
+        from gamma_edge.checkpoint import load_tensor_file
+
+        backbone_state = load_tensor_file(init_backbone)
+    if seed is not None:
+        torch.manual_seed(seed)          # the random initialisation is part of a run's identity
+    return Gamma(config, scenes=scenes, backbone_state=backbone_state)

@@ -171,18 +171,10 @@ class Distributed:
 # ---------------------------------------------------------------- model, optimizer, schedule
 
 def build_model(s: dict, seed: int):
-    from gamma_edge.checkpoint import load_tensor_file
-    from gamma_edge.model import Gamma, GammaConfig
-    from gamma_edge.scenes import default_scenes, load_scene_file, merge_scenes
+    from gamma_edge.model import create_model
 
-    config = GammaConfig.from_name(s["model"])
-    config.prompts = s["prompts"]
-    scenes = default_scenes()
-    for path in s["scenes_files"]:
-        scenes = merge_scenes(scenes, load_scene_file(path))
-    backbone = load_tensor_file(s["init_backbone"]) if s["init_backbone"] else None
-    torch.manual_seed(seed)          # the random initialisation is part of the run's identity
-    model = Gamma(config, scenes=scenes, backbone_state=backbone)
+    model = create_model(s["model"], prompts=s["prompts"], scene_files=s["scenes_files"],
+                         init_backbone=s["init_backbone"], seed=seed)
     if s.get("train_backbone"):
         model.set_trainable(backbone=True)
     if s.get("patch_embedding", "random") == "dct":          # fixed frequency bank, frozen (training/patch_init.py)
