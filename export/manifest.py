@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 from pathlib import Path
 
+from runtime.atomic import write_atomically, write_bytes_atomically
 from runtime.crops import preprocess_block
 
 FORMAT = "gamma-edge.manifest"
@@ -85,9 +85,7 @@ def embed_in_onnx(path: Path, manifest: dict) -> None:
     del model.metadata_props[:]
     for key, value in props.items():
         model.metadata_props.add(key=key, value=value)
-    tmp = path.with_name(path.name + ".tmp")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, path)
+    write_atomically(path, lambda temporary: onnx.save(model, str(temporary)))
 
 
 def read_onnx_manifest(path: str | Path) -> dict | None:
@@ -103,7 +101,5 @@ def read_onnx_manifest(path: str | Path) -> dict | None:
 def write_manifest(folder: Path, manifest: dict) -> Path:
     """manifest.json, through a temporary name and an atomic rename: the folder's completion mark."""
     path = folder / MANIFEST_FILE
-    tmp = folder / (MANIFEST_FILE + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_bytes_atomically(path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
     return path

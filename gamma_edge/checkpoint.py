@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -39,13 +38,9 @@ def save_checkpoint(model, path: str | Path, extra: dict | None = None) -> Path:
         "extra": json.dumps(extra or {}),
     }
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        save_file(state, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    from runtime.atomic import write_atomically
+
+    return write_atomically(path, lambda temporary: save_file(state, str(temporary), metadata=metadata))
 
 
 def read_checkpoint_header(path: str | Path) -> dict:

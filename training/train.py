@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from gamma_edge.errors import GammaUserError, read_user_json
+from runtime.atomic import write_atomically
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "unified_sdp.json"
@@ -215,12 +216,7 @@ def save_state(path: Path, model, optimizer, scheduler, position: dict, fingerpr
         "torch_rng": torch.get_rng_state(),
         "frozen_sha256": fingerprint,
     }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(path, lambda temporary: torch.save(state, temporary))
 
 
 def load_state(path: Path) -> dict:
