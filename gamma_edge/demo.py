@@ -167,23 +167,25 @@ def _check_writable(out: Path) -> None:
 
 
 def _stream_demo(card: dict, out: Path, threads) -> str:
+    """The stream runner's Python API on a generated clip, as `gamma-edge run clip.mp4 --crops center
+    --smooth 5 --threshold T --jsonl ... --save ...` would run it."""
     import cv2
 
     from gamma_edge.demo_media import plot_scores, write_degrading_clip
-    from runtime.cli import run_command
+    from runtime import Scorer
+    from runtime.stream import RunOptions, StreamRunner, parse_source, quiet_native_logs
 
     photo = cv2.imread(str(ASSETS / "photos" / f"{card['held_out_photos'][0]}.png"), cv2.IMREAD_COLOR)
     clip, annotated, jsonl, plot = (out / "clip.mp4", out / "clip_annotated.mp4", out / "clip_scores.jsonl",
                                     out / "clip_scores.png")
+    quiet_native_logs()
     severities = write_degrading_clip(photo, clip, card["kinds"])
     threshold = card.get("threshold")
-    args = [str(clip), "--model", str(_runtime_models() / "demo"), "--crops", "center", "--smooth", "5",
-            "--jsonl", str(jsonl), "--save", str(annotated), "--quiet"]
-    if threshold is not None:
-        args += ["--threshold", str(threshold)]
-    if threads:
-        args += ["--threads", str(threads)]
-    run_command.main(args, standalone_mode=False)
+    scorer = Scorer(_runtime_models() / "demo", crops="center", threads=threads)
+    with open(jsonl, "w", encoding="utf-8") as lines:
+        options = RunOptions(smooth=5, threshold=threshold, jsonl=lines, save=str(annotated))
+        summary = StreamRunner(scorer, parse_source(str(clip)), options, log=lambda line: None).run()
+    click.echo(f"   {summary.text()}")
     rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
     frames = [r for r in rows if "score" in r]
     plot_scores(frames, severities, plot, threshold=threshold)
