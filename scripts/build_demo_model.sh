@@ -22,12 +22,14 @@ python -m training.train --config synthetic_tiny --datasets synthetic:"$work/dat
   --seed 1 --train-backbone --patch-embedding dct --lr 1e-3 --batch-size 16 --epochs 110 --warmup-steps 50 \
   --eval-every 10 --eval-crops center --no-progress
 
-# 3. Export: FP32, and INT8 (static QDQ, avx2 preset, the default calibration set of 300 crops). The preset
-#    and method are named, not auto: the shipped graph is the same whatever CPU builds it, and 7-bit weights
-#    run faithfully on every x86 CPU (docs/hardware.md).
+# 3. Export: FP32, and INT8 (static QDQ, avx2 preset, 300 calibration crops). The preset and method are
+#    named, not auto: the shipped graph is the same whatever CPU builds it, and 7-bit weights run faithfully
+#    on every x86 CPU (docs/hardware.md). Calibration uses the training split's images only, so the INT8
+#    figures on the held-out photos are measured on images calibration never saw.
+python scripts/calibration_split.py "$work/data" "$work/calib"
 gamma-edge export --checkpoint "$work/run/last.safetensors" --scene natural --out "$work/demo" --overwrite
 gamma-edge export --checkpoint "$work/run/last.safetensors" --scene natural --int8 --preset avx2 --int8-method static \
-  --out "$work/demo-int8" --overwrite
+  --calib "$work/calib" --out "$work/demo-int8" --overwrite
 
 # 4. Ship: checkpoint + held-out photos + card in gamma_edge/assets/demo, graphs in runtime/models.
 python scripts/ship_demo_model.py "$work"

@@ -94,6 +94,8 @@ def main(work: Path) -> None:
             "int8_srcc_vs_fp32": round(srcc(int8_scores, reference), 4),
             "int8_max_abs_diff": float(np.abs(int8_scores - reference).max()),
             "int8_method": int8_manifest.get("quantization", {}).get("method", "?"),
+            "int8_calibration": ("the training-split images of the synthetic set (trained-on photos only; never the "
+                                 "held-out photos)"),
             "crops": fp32.preprocess.crops_per_image,
             "training_eval_last": last,
         },
@@ -152,7 +154,8 @@ def write_card_markdown(card: dict) -> None:
         "",
         f"All kinds and photos pooled: SRCC {m['srcc_all_kinds_pooled']:.3f}. INT8 (ONNX Runtime, "
         f"{m['int8_method']}) vs FP32 on",
-        f"the same images: SRCC {m['int8_srcc_vs_fp32']:.4f}, max |diff| {m['int8_max_abs_diff']:.2e}.",
+        f"the same images: SRCC {m['int8_srcc_vs_fp32']:.4f}, max |diff| {m['int8_max_abs_diff']:.2e}; calibrated on",
+        f"{m['int8_calibration']}.",
         f"Last evaluation of the training run (pooled over the held-out photos, center crop): "
         f"{m['training_eval_last']}. The shipped checkpoint is the last one, chosen by no held-out figure.",
         "",
