@@ -1,5 +1,10 @@
 """gamma-edge export: a trained Gamma -> per-scene ONNX / OpenVINO graphs with a manifest.
 
+Owns the deployable graph (graph.py), ONNX export (onnx_export.py), INT8 for ONNX Runtime
+(quantize.py) and OpenVINO/NNCF (openvino_export.py), calibration and validation images
+(calibration.py), parity against PyTorch (validate.py), the manifest writer (manifest.py)
+and the pipeline with its table of writers, one per format and precision (pipeline.py).
+
     from export import export_model
     result = export_model("gamma.safetensors", "natural-int8", scene="natural", precision="int8")
     result.manifest["parity"]
