@@ -56,12 +56,10 @@ def graph_flops(config, class_token_only: bool = True) -> float:
 def gemm_gflops(threads: int) -> float:
     import torch
 
+    from interleaved import torch_gemm_gflops
+
     torch.set_num_threads(threads)
-    a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
-    a @ b
-    start = time.perf_counter()
-    a @ b
-    return 2 * 4096 ** 3 / (time.perf_counter() - start) / 1e9
+    return torch_gemm_gflops("cpu", repeats=1)
 
 
 def build_model(checkpoint: str | None):

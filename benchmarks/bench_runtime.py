@@ -28,19 +28,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime import Scorer  # noqa: E402
+from runtime.benchmark_cli import gemm_probe  # noqa: E402
 from runtime.stream import RunOptions, StreamRunner, parse_source  # noqa: E402
 
 
 def gemm_gflops(size: int = 4096, repeats: int = 3) -> float:
-    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
-    b = np.random.default_rng(1).standard_normal((size, size), dtype=np.float32)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * size ** 3 / statistics.median(times) / 1e9
+    return gemm_probe(size, repeats)
 
 
 def rss_mib() -> float:

@@ -25,16 +25,9 @@ SCENES = ["natural", "aesthetics", "natural", "aigc", "natural", "aesthetics", "
 
 
 def gemm_gflops(device, repeats=5) -> float:
-    a = torch.randn(4096, 4096, device=device)
-    b = torch.randn(4096, 4096, device=device)
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        a @ b
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return 2 * 4096 ** 3 / min(times) / 1e9
+    from interleaved import torch_gemm_gflops
+
+    return torch_gemm_gflops(device, repeats=repeats)
 
 
 def _sync(device):

@@ -188,10 +188,14 @@ def measure(models: list[Path], images, labels, crops: str | None, threads: int 
 
 
 def gemm_probe(n: int = 2048, repeats: int = 3) -> float:
-    """The machine's float32 matrix-multiply speed right now (GFLOP/s), for reading the table."""
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    best = min(_time(lambda: a @ a) for _ in range(repeats))
-    return 2 * n ** 3 / (best / 1000.0) / 1e9
+    """The machine's float32 matrix-multiply speed right now (GFLOP/s, numpy, median of `repeats` after
+    a warm-up), for reading speed tables as a fraction of the machine's peak. The torch-free probe;
+    benchmarks that have torch use benchmarks/interleaved.torch_gemm_gflops."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    times = [_time(lambda: a @ b) for _ in range(repeats)]
+    return 2 * n ** 3 / (statistics.median(times) / 1000.0) / 1e9
 
 
 def _time(fn, *args) -> float:
