@@ -102,23 +102,28 @@ def score_with_ray(arguments, out: Path, options: RayOptions, *, model=None, bac
     elif finished is not None:
         raise RuntimeUserError(f"'{out}' already exists and holds other results; choose another --out or delete it")
     else:
-        parts.start(run)
-        done = parts.done_blocks()
-        summary.done_before = sum(block_length(run, block) for block in done)
-        pending = [block for block in range(run.blocks) if block not in done]
-        if pending:
-            scorer_options = dict(model=str(manifest.folder if model is None else model), backend=backend,
-                                  device=device, threads=threads, batch=batch, precision=precision,
-                                  crops=preprocess.crops, seed=seed, scene=scene, max_pixels=max_pixels)
-            started = time.perf_counter()
-            summary.scored_now = run_pipeline(inputs, run, pending, parts, preprocess, scorer_options,
-                                              options, quiet)
-            summary.seconds = time.perf_counter() - started
-        parts.compact(run)
+        scorer_options = dict(model=str(manifest.folder if model is None else model), backend=backend,
+                              device=device, threads=threads, batch=batch, precision=precision,
+                              crops=preprocess.crops, seed=seed, scene=scene, max_pixels=max_pixels)
+        score_missing_blocks(inputs, run, parts, preprocess, scorer_options, options, quiet, summary)
     summary.failed = count_failed(out)
     if options.keep is not None:
         summary.kept = write_keep_list(out, options.keep, scene, options.keep_above, options.keep_top)
     return summary
+
+
+def score_missing_blocks(inputs, run, parts: Parts, preprocess, scorer_options: dict, options: RayOptions,
+                         quiet: bool, summary: RaySummary) -> None:
+    """Score the blocks that have no part file yet, then compact all parts into the output."""
+    parts.start(run)
+    done = parts.done_blocks()
+    summary.done_before = sum(block_length(run, block) for block in done)
+    pending = [block for block in range(run.blocks) if block not in done]
+    if pending:
+        started = time.perf_counter()
+        summary.scored_now = run_pipeline(inputs, run, pending, parts, preprocess, scorer_options, options, quiet)
+        summary.seconds = time.perf_counter() - started
+    parts.compact(run)
 
 
 def check_options(out: Path | None, options: RayOptions) -> None:
@@ -141,7 +146,8 @@ def block_length(run, block: int) -> int:
 def count_failed(out: Path) -> int:
     import pyarrow.parquet as pq
 
-    return pq.read_table(out, columns=["error"]).column("error").drop_null().__len__()
+    errors = pq.read_table(out, columns=["error"]).column("error")
+    return len(errors) - errors.null_count
 
 
 def _say(text: str) -> None:
