@@ -107,7 +107,27 @@ def export_model(checkpoint_or_model=None, out_dir: str | Path = "gamma-export",
     An INT8 export whose SRCC against PyTorch FP32 on the held-out crops falls below
     validate.INT8_MIN_SRCC raises GammaUserError unless force=True.
     """
-    from export import calibration
+    from runtime import hardware
+
+    _check_arguments(precision, fmt, preset, int8_method)
+    out_dir = _check_output(Path(out_dir), overwrite)
+    cpu = cpu or hardware.detect_cpu()
+    target = Int8Target(hardware.resolve_preset(preset, cpu).name, hardware.resolve_int8_method(int8_method, cpu),
+                        preset == "auto", int8_method == "auto", cpu)
+    show = _Progress(progress)
+    calib = _calibration_crops(precision, calib_dir, calib_count, show)   # the user's images before any slow step
+    show.step("loading the model")
+    model, checkpoint_info = load_model(checkpoint_or_model)
+    scenes = resolve_scenes(model, scene)
+    job = (model, checkpoint_info, scenes, precision, fmt, calib)
+    manifest, report = _export_atomically(job, force, target, show, out_dir, overwrite)
+    if progress:
+        print(report, flush=True)
+    return ExportResult(out_dir=out_dir, manifest=manifest, report=report,
+                        files=sorted(p.name for p in out_dir.iterdir()))
+
+
+def _check_arguments(precision: str, fmt: str, preset: str, int8_method: str) -> None:
     from runtime import hardware
 
     if precision not in PRECISIONS:
@@ -118,37 +138,42 @@ def export_model(checkpoint_or_model=None, out_dir: str | Path = "gamma-export",
         raise GammaUserError(f"unknown INT8 preset '{preset}'; choose one of {', '.join(hardware.PRESET_CHOICES)}")
     if int8_method not in hardware.INT8_METHODS:
         raise GammaUserError(f"INT8 method must be one of {', '.join(hardware.INT8_METHODS)}, not '{int8_method}'")
-    cpu = cpu or hardware.detect_cpu()
-    target = Int8Target(hardware.resolve_preset(preset, cpu).name, hardware.resolve_int8_method(int8_method, cpu),
-                        preset == "auto", int8_method == "auto", cpu)
-    out_dir = Path(out_dir)
+
+
+def _check_output(out_dir: Path, overwrite: bool) -> Path:
     if out_dir.exists() and not overwrite:
         raise GammaUserError(f"output {out_dir} already exists; choose another --out or pass --overwrite")
     if out_dir.exists() and not out_dir.is_dir():
         raise GammaUserError(f"output {out_dir} exists and is not a folder; choose another --out")
-    show = _Progress(progress)
+    return out_dir
 
-    calib = None
-    if precision == "int8":                   # read the user's images before any slow step
-        show.step("reading calibration images" + (f" from {calib_dir}" if calib_dir else " (skimage.data photos)"))
-        calib = (calibration.calibration_set_from_folder(calib_dir, calib_count) if calib_dir is not None
-                 else calibration.default_calibration_set(calib_count))
-    elif calib_dir is not None:
-        raise GammaUserError("--calib is only used with --int8")
 
-    show.step("loading the model")
-    model, checkpoint_info = load_model(checkpoint_or_model)
-    scenes = resolve_scenes(model, scene)
+def _calibration_crops(precision: str, calib_dir, calib_count: int, show: _Progress) -> np.ndarray | None:
+    from export import calibration
 
+    if precision != "int8":
+        if calib_dir is not None:
+            raise GammaUserError("--calib is only used with --int8")
+        return None
+    show.step("reading calibration images" + (f" from {calib_dir}" if calib_dir else " (skimage.data photos)"))
+    return (calibration.calibration_set_from_folder(calib_dir, calib_count) if calib_dir is not None
+            else calibration.default_calibration_set(calib_count))
+
+
+def _export_atomically(job: tuple, force: bool, target: "Int8Target", show: _Progress, out_dir: Path,
+                       overwrite: bool) -> tuple[dict, str]:
+    """Export into a hidden sibling folder and rename it into place only when complete; with
+    int8_method auto, a dynamic graph that misses the gate is replaced by a static one."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
+    fmt = job[4]
     try:
         with tempfile.TemporaryDirectory(prefix="gamma-export-") as scratch:
-            job = (model, checkpoint_info, scenes, precision, fmt, calib, partial, Path(scratch), force)
+            steps = (*job, partial, Path(scratch), force)
             try:
-                manifest, report = _export_into(*job, target, show, out_dir)
+                manifest, report = _export_into(*steps, target, show, out_dir)
             except Int8GateMissed as missed:
                 if not (fmt == "onnx" and target.method_auto and target.method == "dynamic"):
                     raise
@@ -156,7 +181,7 @@ def export_model(checkpoint_or_model=None, out_dir: str | Path = "gamma-export",
                 shutil.rmtree(partial)
                 partial.mkdir()
                 target = dataclasses.replace(target, method="static", method_auto=False)
-                manifest, report = _export_into(*job, target, show, out_dir)
+                manifest, report = _export_into(*steps, target, show, out_dir)
         _move_into_place(partial, out_dir, overwrite)
     except OSError as exc:
         shutil.rmtree(partial, ignore_errors=True)
@@ -165,10 +190,7 @@ def export_model(checkpoint_or_model=None, out_dir: str | Path = "gamma-export",
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    if progress:
-        print(report, flush=True)
-    return ExportResult(out_dir=out_dir, manifest=manifest, report=report,
-                        files=sorted(p.name for p in out_dir.iterdir()))
+    return manifest, report
 
 
 @dataclass(frozen=True)
