@@ -83,7 +83,6 @@ def demo_command(out: Path, threads):
     convert' and export them.
     """
     from runtime import Scorer
-    from runtime.metrics import srcc
     from runtime.errors import RuntimeUserError
 
     if not CARD.is_file() or not (_runtime_models() / "demo" / "manifest.json").is_file():
@@ -92,50 +91,65 @@ def demo_command(out: Path, threads):
     card = json.loads(CARD.read_text())
     _check_writable(out)
     started = time.perf_counter()
-    models = _runtime_models()
     try:
-        fp32 = Scorer(models / "demo", backend="onnxruntime", device="cpu", threads=threads)
+        fp32 = Scorer(_runtime_models() / "demo", backend="onnxruntime", device="cpu", threads=threads)
         click.echo(f"Demo model: {card['name']} ({card['summary']})")
         click.echo(f"  {fp32.describe()}")
-
-        # 1. ranking of held-out photos
-        click.echo(f"\n1. Held-out photos ({', '.join(card['held_out_photos'])}) at levels 0-{card['levels']} "
-                   f"of each distortion, {fp32.preprocess.crops_per_image} crops each "
-                   "(mean score per level; SRCC vs the known order within each photo: mean and worst photo; "
-                   "and with all photos ranked together)")
-        per_kind, items, reference = ranking(fp32, card)
-        header = f"   {'distortion':16s}" + "".join(f"{'L' + str(lv):>7s}" for lv in range(card["levels"] + 1))
-        click.echo(header + f"{'SRCC':>8s}{'worst':>8s}{'pooled':>8s}")
-        for kind, result in per_kind.items():
-            click.echo(f"   {kind:16s}" + "".join(f"{m:7.3f}" for m in result["mean_by_level"])
-                       + f"{result['srcc']:8.3f}{result['srcc_min']:8.3f}{result['srcc_pooled']:8.3f}")
-        pooled = srcc(reference, -np.array([item[2] for item in items]))
-        click.echo(f"   all kinds and photos pooled: SRCC {pooled:.3f} over {len(items)} images")
-
-        # 2. engines and precisions agree
-        click.echo("\n2. Parity on the same images (vs ONNX Runtime FP32)")
-        parity = {}
-        others = [Scorer(models / "demo", backend="openvino", device="cpu", threads=threads)]
-        if (models / "demo-int8" / "manifest.json").is_file():
-            others.append(Scorer(models / "demo-int8", backend="onnxruntime", device="cpu", threads=threads))
-        engines = {"OnnxRuntimeBackend": "ONNX Runtime", "OpenVINOBackend": "OpenVINO"}
-        # each engine is named with the precision it reports having compiled, not the one it was meant to run
-        others = [(f"{engines[type(s.backend).__name__]} {s.backend.precision.upper()}", s) for s in others]
-        images = [image for *_, image in items]
-        for name, scorer in others:
-            scores = np.array([row.score for row in scorer.score_many(images)])
-            parity[name] = {"max_abs_diff": float(np.abs(scores - reference).max()),
-                            "srcc_vs_fp32": srcc(scores, reference)}
-            click.echo(f"   {name:18s} max |diff| {parity[name]['max_abs_diff']:.2e}   "
-                       f"SRCC vs FP32 {parity[name]['srcc_vs_fp32']:.4f}")
-
-        # 3. the stream runner on a clip that degrades and recovers
+        per_kind, items, reference = _show_ranking(fp32, card)
+        _show_parity(items, reference, threads)
         click.echo("\n3. Live scoring of a clip that degrades and recovers")
         video_summary = _stream_demo(card, out, threads)
     except RuntimeUserError as exc:
         raise click.ClickException(str(exc)) from None
+    _show_card_check(per_kind, card)
+    click.echo(f"\nDone in {time.perf_counter() - started:.0f} s. Outputs in {out}/:")
+    for name in ("clip.mp4", "clip_annotated.mp4", "clip_scores.jsonl", "clip_scores.png"):
+        click.echo(f"   {out / name}")
+    click.echo(video_summary)
+    click.echo("\nNext: gamma-edge score YOUR_PHOTOS/   |   gamma-edge run 0 (camera)   |   gamma-edge benchmark")
 
-    # 4. the model card states these same numbers
+
+def _show_ranking(fp32, card: dict):
+    """1. The held-out photos at every level of every trained kind: the table of mean scores and SRCCs."""
+    from runtime.metrics import srcc
+
+    click.echo(f"\n1. Held-out photos ({', '.join(card['held_out_photos'])}) at levels 0-{card['levels']} "
+               f"of each distortion, {fp32.preprocess.crops_per_image} crops each "
+               "(mean score per level; SRCC vs the known order within each photo: mean and worst photo; "
+               "and with all photos ranked together)")
+    per_kind, items, reference = ranking(fp32, card)
+    header = f"   {'distortion':16s}" + "".join(f"{'L' + str(lv):>7s}" for lv in range(card["levels"] + 1))
+    click.echo(header + f"{'SRCC':>8s}{'worst':>8s}{'pooled':>8s}")
+    for kind, result in per_kind.items():
+        click.echo(f"   {kind:16s}" + "".join(f"{m:7.3f}" for m in result["mean_by_level"])
+                   + f"{result['srcc']:8.3f}{result['srcc_min']:8.3f}{result['srcc_pooled']:8.3f}")
+    pooled = srcc(reference, -np.array([item[2] for item in items]))
+    click.echo(f"   all kinds and photos pooled: SRCC {pooled:.3f} over {len(items)} images")
+    return per_kind, items, reference
+
+
+def _show_parity(items, reference, threads) -> None:
+    """2. OpenVINO and INT8 against ONNX Runtime FP32 on the same images; each engine is named with
+    the precision it reports having compiled, not the one it was meant to run."""
+    from runtime import Scorer
+    from runtime.metrics import srcc
+
+    click.echo("\n2. Parity on the same images (vs ONNX Runtime FP32)")
+    models = _runtime_models()
+    others = [Scorer(models / "demo", backend="openvino", device="cpu", threads=threads)]
+    if (models / "demo-int8" / "manifest.json").is_file():
+        others.append(Scorer(models / "demo-int8", backend="onnxruntime", device="cpu", threads=threads))
+    engines = {"OnnxRuntimeBackend": "ONNX Runtime", "OpenVINOBackend": "OpenVINO"}
+    images = [image for *_, image in items]
+    for scorer in others:
+        name = f"{engines[type(scorer.backend).__name__]} {scorer.backend.precision.upper()}"
+        scores = np.array([row.score for row in scorer.score_many(images)])
+        click.echo(f"   {name:18s} max |diff| {float(np.abs(scores - reference).max()):.2e}   "
+                   f"SRCC vs FP32 {srcc(scores, reference):.4f}")
+
+
+def _show_card_check(per_kind: dict, card: dict) -> None:
+    """4. Whether the model card states the figures just measured."""
     stated = card["metrics"]
     columns = (("srcc", "srcc_per_kind"), ("srcc_min", "srcc_worst_photo_per_kind"),
                ("srcc_pooled", "srcc_pooled_per_kind"))
@@ -145,11 +159,6 @@ def demo_command(out: Path, threads):
     click.echo("\n4. Model card check: " + ("the SRCC figures above are the ones the model card states"
                                             if not mismatches else
                                             f"differs from the model card for {', '.join(mismatches)}"))
-    click.echo(f"\nDone in {time.perf_counter() - started:.0f} s. Outputs in {out}/:")
-    for name in ("clip.mp4", "clip_annotated.mp4", "clip_scores.jsonl", "clip_scores.png"):
-        click.echo(f"   {out / name}")
-    click.echo(video_summary)
-    click.echo("\nNext: gamma-edge score YOUR_PHOTOS/   |   gamma-edge run 0 (camera)   |   gamma-edge benchmark")
 
 
 def _check_writable(out: Path) -> None:
