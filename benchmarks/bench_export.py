@@ -80,7 +80,7 @@ def build_model(checkpoint: str | None):
     return model
 
 
-def main() -> None:
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint")
     parser.add_argument("--threads", type=int, default=2)
@@ -93,19 +93,19 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="time the exports already in --work (from an earlier run of this script on the same "
                              "model) instead of exporting again; fidelity figures come from their manifests")
-    args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    return parser.parse_args()
 
+
+def main() -> None:
+    args = parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
 
-    torch.set_num_threads(args.threads)
-    from export import export_model
     from export.calibration import validation_set
-    from export.graph import build_graph
-    from export.onnx_export import export_onnx, optimize_for_onnxruntime
-    from export.validate import crops_to_images, onnxruntime_runner, openvino_runner, reference_scores
-    from runtime.metrics import srcc
+    from export.validate import reference_scores
+    from runtime import hardware
 
+    torch.set_num_threads(args.threads)
     work = Path(args.work or tempfile.mkdtemp(prefix="gamma-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     model = build_model(args.checkpoint)
@@ -114,20 +114,28 @@ def main() -> None:
     t0 = time.perf_counter()
     reference = reference_scores(model, val, ["natural"])
     print(f"reference scores: {time.perf_counter() - t0:.0f}s, spread (std) {reference.std():.4g}", flush=True)
-
-    from runtime import hardware
-
     cpu = hardware.detect_cpu()
     print(f"CPU: {cpu.describe()}; kind {cpu.kind.name}", flush=True)
-    exports = {"ORT FP32": dict(precision="fp32", fmt="onnx")}
-    for preset in hardware.applicable_presets(cpu):
-        for method in ("static", "dynamic"):
-            exports[f"ORT INT8 {method} {preset}"] = dict(precision="int8", fmt="onnx", int8_method=method,
-                                                         preset=preset)
-    exports["OpenVINO FP32"] = dict(precision="fp32", fmt="openvino")
-    exports["OpenVINO INT8"] = dict(precision="int8", fmt="openvino")
-    runners, meta = {}, {}
-    text = None
+
+    runners, meta = eager_runners(model, skip)
+    export_runners(model, args, skip, cpu, work, runners, meta)
+    unrewritten_runner(model, args, skip, work, runners, meta)
+    measure_fidelity(runners, meta, val, reference)
+    times, gemm = time_rounds(runners, val[:10], args.rounds, args.threads)
+    rows = table_rows(model, runners, meta, times, gemm)
+    print_table(model, cpu, args, rows, gemm)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"cpu": cpu.describe(), "flops_per_crop": graph_flops(model.config),
+                                               "gemm_gflops": gemm, "rows": rows, "threads": args.threads,
+                                               "rounds": args.rounds}, indent=2))
+
+
+def eager_runners(model, skip: set) -> tuple[dict, dict]:
+    """PyTorch eager FP32 (the baseline) and eager bf16 autocast (what an AMX user tries first)."""
+    import torch
+
+    from export.validate import crops_to_images
+
     with torch.no_grad():
         text = torch.stack([model.text_features("natural")])
 
@@ -141,14 +149,34 @@ def main() -> None:
 
     eager_bytes = sum(p.numel() * 4 for n, p in model.named_parameters()
                       if not n.startswith("clip.transformer") and "token_embedding" not in n)
-    runners["PyTorch eager FP32"] = eager
-    meta["PyTorch eager FP32"] = {"bytes": eager_bytes,
-                                  "flops": graph_flops(model.config, class_token_only=False)}  # no rewrite 5
+    flops = graph_flops(model.config, class_token_only=False)        # eager has no rewrite 5
+    runners, meta = {"PyTorch eager FP32": eager}, {"PyTorch eager FP32": {"bytes": eager_bytes, "flops": flops}}
     if "PyTorch eager bf16 autocast" not in skip:
         runners["PyTorch eager bf16 autocast"] = eager_bf16
-        meta["PyTorch eager bf16 autocast"] = {"bytes": eager_bytes, "measure": True,
-                                               "flops": graph_flops(model.config, class_token_only=False)}
-    for name, kw in exports.items():
+        meta["PyTorch eager bf16 autocast"] = {"bytes": eager_bytes, "measure": True, "flops": flops}
+    return runners, meta
+
+
+def export_configurations(cpu) -> dict:
+    """The product's exports worth timing on this CPU: every INT8 preset that runs faithfully here."""
+    from runtime import hardware
+
+    exports = {"ORT FP32": dict(precision="fp32", fmt="onnx")}
+    for preset in hardware.applicable_presets(cpu):
+        for method in ("static", "dynamic"):
+            exports[f"ORT INT8 {method} {preset}"] = dict(precision="int8", fmt="onnx", int8_method=method,
+                                                         preset=preset)
+    exports["OpenVINO FP32"] = dict(precision="fp32", fmt="openvino")
+    exports["OpenVINO INT8"] = dict(precision="int8", fmt="openvino")
+    return exports
+
+
+def export_runners(model, args, skip: set, cpu, work: Path, runners: dict, meta: dict) -> None:
+    """Export (or reuse) each configuration through export_model; OpenVINO bf16 where native."""
+    from export import export_model
+    from export.validate import onnxruntime_runner, openvino_runner
+
+    for name, kw in export_configurations(cpu).items():
         if name in skip:
             continue
         t0 = time.perf_counter()
@@ -161,47 +189,63 @@ def main() -> None:
                                     calib_count=args.calib_count, **kw).manifest
         p = manifest["parity"]
         file = out / manifest["model"]["file"]
-        run = (onnxruntime_runner(file, args.threads) if kw["fmt"] == "onnx" else openvino_runner(file, args.threads))[0]
-        runners[name] = run
+        runner = onnxruntime_runner if kw["fmt"] == "onnx" else openvino_runner
+        runners[name] = runner(file, args.threads)[0]
         meta[name] = {"bytes": p["file_bytes"], "max_abs_diff": p["max_abs_diff"], "srcc": p["srcc"],
                       "export_s": round(time.perf_counter() - t0, 1)}
-        print(f"{'reused' if reused else 'exported'} {name} in {meta[name]['export_s']}s: max|diff| {p['max_abs_diff']:.3g} "
-              f"SRCC {p['srcc']}", flush=True)
+        print(f"{'reused' if reused else 'exported'} {name} in {meta[name]['export_s']}s: "
+              f"max|diff| {p['max_abs_diff']:.3g} SRCC {p['srcc']}", flush=True)
         if name == "OpenVINO FP32" and cpu.native_bf16 and "OpenVINO bf16" not in skip:
             runners["OpenVINO bf16"] = openvino_runner(file, args.threads, precision="bf16")[0]
             meta["OpenVINO bf16"] = {"bytes": p["file_bytes"], "measure": True}
-    unrewritten = "ORT FP32 without rewrites 3 and 5"
-    if unrewritten not in skip:
-        plain, fused = work / "unrewritten-plain.onnx", work / "unrewritten.onnx"
-        if not (args.reuse and fused.is_file()):
-            export_onnx(build_graph(model, ["natural"], fuse_moae=False, class_token_only=False), plain)
-            optimize_for_onnxruntime(plain, fused, model.clip.visual.transformer.resblocks[0].attn.num_heads,
-                                     model.clip.visual.transformer.width)
-        runners[unrewritten] = onnxruntime_runner(fused, args.threads)[0]
-        got = np.concatenate([runners[unrewritten](val[i:i + 8]) for i in range(0, len(val), 8)])
-        meta[unrewritten] = {"bytes": fused.stat().st_size, "max_abs_diff": float(np.abs(got - reference).max()),
-                             "srcc": srcc(reference[:, 0], got[:, 0]),
-                             "flops": graph_flops(model.config, class_token_only=False)}
 
-    for name in [n for n in runners if meta[n].get("measure")]:    # rows without an export of their own
+
+def unrewritten_runner(model, args, skip: set, work: Path, runners: dict, meta: dict) -> None:
+    """The ORT FP32 graph without the fused MoAE and the class-token-only last block: what they buy."""
+    from export.graph import build_graph
+    from export.onnx_export import export_onnx, optimize_for_onnxruntime
+    from export.validate import onnxruntime_runner
+
+    name = "ORT FP32 without rewrites 3 and 5"
+    if name in skip:
+        return
+    plain, fused = work / "unrewritten-plain.onnx", work / "unrewritten.onnx"
+    if not (args.reuse and fused.is_file()):
+        export_onnx(build_graph(model, ["natural"], fuse_moae=False, class_token_only=False), plain)
+        optimize_for_onnxruntime(plain, fused, model.clip.visual.transformer.resblocks[0].attn.num_heads,
+                                 model.clip.visual.transformer.width)
+    runners[name] = onnxruntime_runner(fused, args.threads)[0]
+    meta[name] = {"bytes": fused.stat().st_size, "measure": True,
+                  "flops": graph_flops(model.config, class_token_only=False)}
+
+
+def measure_fidelity(runners: dict, meta: dict, val, reference) -> None:
+    """Max |diff| and SRCC vs PyTorch for the rows without an export manifest of their own."""
+    from runtime.metrics import srcc
+
+    for name in [n for n in runners if meta[n].get("measure")]:
         got = np.concatenate([runners[name](val[i:i + 8]) for i in range(0, len(val), 8)])
         meta[name].update(max_abs_diff=float(np.abs(got - reference).max()), srcc=srcc(reference[:, 0], got[:, 0]))
 
-    crops = val[:10]
+
+def time_rounds(runners: dict, crops, rounds: int, threads: int) -> tuple[dict, list]:
+    """Interleaved rounds (every configuration once per round, batch 1 and 10) with a GEMM probe each."""
     times = {name: {1: [], 10: []} for name in runners}
     gemm = []
-    for r in range(args.rounds):
-        gemm.append(gemm_gflops(args.threads))
+    for r in range(rounds):
+        gemm.append(gemm_gflops(threads))
         for batch in (1, 10):
             for name, run in runners.items():
                 run(crops[:batch])                             # warm-up for this shape
                 start = time.perf_counter()
                 run(crops[:batch])
                 times[name][batch].append(time.perf_counter() - start)
-        print(f"round {r + 1}/{args.rounds} done, GEMM {gemm[-1]:.0f} GFLOP/s", flush=True)
+        print(f"round {r + 1}/{rounds} done, GEMM {gemm[-1]:.0f} GFLOP/s", flush=True)
+    return times, gemm
 
-    flops = graph_flops(model.config)
-    peak = float(np.median(gemm))
+
+def table_rows(model, runners: dict, meta: dict, times: dict, gemm: list) -> list[dict]:
+    flops, peak = graph_flops(model.config), float(np.median(gemm))
     base = {b: np.median(times["PyTorch eager FP32"][b]) / b for b in (1, 10)}
     rows = []
     for name in runners:
@@ -214,7 +258,11 @@ def main() -> None:
             row[f"speedup_b{b}"] = base[b] / per_crop
             row[f"peak_frac_b{b}"] = meta[name].get("flops", flops) / per_crop / 1e9 / peak
         rows.append(row)
+    return rows
 
+
+def print_table(model, cpu, args, rows: list[dict], gemm: list) -> None:
+    flops, peak = graph_flops(model.config), float(np.median(gemm))
     print(f"\nCPU: {cpu.describe()}")
     print(f"Gamma {model.config.backbone_name} MoAE graph, {flops / 1e9:.1f} GFLOP per 224 crop as exported "
           f"({graph_flops(model.config, False) / 1e9:.1f} without rewrite 5), {args.threads} threads, "
@@ -225,14 +273,10 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         diff = "-" if row["max_abs_diff"] is None else f"{row['max_abs_diff']:.2g}"
-        srcc = "-" if row["srcc"] is None else f"{row['srcc']:.3f}"
+        rho = "-" if row["srcc"] is None else f"{row['srcc']:.3f}"
         print(f"| {row['config']} | {row['ms_per_crop_b1']:.0f} | {row['img_s_b1']:.2f} | "
               f"{row['ms_per_crop_b10']:.0f} | {row['img_s_b10']:.2f} | {row['speedup_b10']:.2f} | "
-              f"{row['peak_frac_b10']:.0%} | {row['size_mb']:.0f} | {diff} | {srcc} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"cpu": cpu.describe(), "flops_per_crop": flops, "gemm_gflops": gemm,
-                                               "rows": rows,
-                                               "threads": args.threads, "rounds": args.rounds}, indent=2))
+              f"{row['peak_frac_b10']:.0%} | {row['size_mb']:.0f} | {diff} | {rho} |")
 
 
 if __name__ == "__main__":
