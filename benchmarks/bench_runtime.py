@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime import Scorer  # noqa: E402
 from runtime.benchmark_cli import gemm_probe  # noqa: E402
+from runtime.video import open_video_writer  # noqa: E402
 from runtime.stream import RunOptions, StreamRunner, parse_source  # noqa: E402
 
 
@@ -149,7 +150,7 @@ def write_video(path: Path, frames: int, size=(640, 480), fps: float = 30.0) -> 
     rng = np.random.default_rng(0)
     base = cv2.resize(rng.integers(0, 256, (height // 8, width // 4, 3), dtype=np.uint8), (width * 2, height),
                       interpolation=cv2.INTER_CUBIC)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    writer = open_video_writer(path, fps, size)
     for i in range(frames):
         shift = (i * 3) % width
         writer.write(np.ascontiguousarray(base[:, shift:shift + width]))

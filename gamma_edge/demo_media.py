@@ -57,9 +57,9 @@ def write_degrading_clip(photo: np.ndarray, path: Path, kinds: list[str],
     width, height = size
     scale = max((width + 80) / photo.shape[1], (height + 40) / photo.shape[0])
     canvas = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (width, height))
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write {path} with the mp4v codec")
+    from runtime.video import open_video_writer
+
+    writer = open_video_writer(path, FPS, (width, height))
     severities = []
     frames = clip_frames(segments)
     try:

@@ -118,9 +118,9 @@ def textured_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 def write_video(path, frames: int = 30, fps: float = 30.0, size=(320, 240), seed: int = 0, fourcc=None) -> Path:
     """A short video whose frames differ (a moving textured image), written with OpenCV."""
     path = Path(path)
-    codec = fourcc or ("mp4v" if path.suffix == ".mp4" else "MJPG")
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, size)
-    assert writer.isOpened(), f"OpenCV cannot write {path}"
+    from runtime.video import open_video_writer
+
+    writer = open_video_writer(path, fps, size, codec=fourcc)
     width, height = size
     base = textured_image(height, width * 2, seed)
     for i in range(frames):
