@@ -68,7 +68,7 @@ class Streams:
 
 def window(records: list[dict], warmup: float, seconds: float) -> tuple[float, float, float]:
     """Frames scored per second after the warm-up, and capture-to-score latency p50 / p95 (ms)."""
-    scored = [r for r in records if "score" in r and r["t"] >= warmup]
+    scored = [r for r in records if "latency_ms" in r and r["t"] >= warmup]       # frame records
     latencies = [r["latency_ms"] for r in scored]
     if not latencies:
         return 0.0, float("nan"), float("nan")

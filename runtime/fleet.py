@@ -105,6 +105,7 @@ class Feed:
     last_frame_at: float | None = None
     replaced: int = 0                 # frames cropped, then replaced by a newer one before the backend took them
     blank_run: bool = False
+    shared_state: str | None = None   # the state last published (MQTT's retained state topic)
     done: bool = False
     event_counts: Counter = field(default_factory=Counter)
 
@@ -425,7 +426,8 @@ class FleetRunner:
                                         f"{event['attempts']} reopen attempt(s) failed")
 
     def _raise(self, feed: Feed, events: list[dict], image: np.ndarray | None) -> None:
-        """Quality events: a snapshot where asked, the JSON lines, stderr, MQTT, the webhook, the counts."""
+        """Quality events: a snapshot where asked, the JSON lines, stderr, MQTT, the webhook, the counts;
+        then the camera's state, if it changed."""
         for event in events:
             feed.event_counts[event["event"]] += 1
             if self.options.snapshots and image is not None:
@@ -434,7 +436,15 @@ class FleetRunner:
             self.log(f"{feed.camera.name}: {event['event'].replace('_', ' ')} (now {event['state']})")
             for sink in (self.mqtt, self.webhook):
                 if sink is not None:
-                    sink.publish_event(event, feed.watch.state_record())
+                    sink.publish_event(event)
+        self._share_state(feed)
+
+    def _share_state(self, feed: Feed) -> None:
+        """The retained state follows every change, those without an event too (starting -> ok)."""
+        if self.mqtt is None or feed.watch.state == feed.shared_state:
+            return
+        feed.shared_state = feed.watch.state
+        self.mqtt.publish_state(feed.watch.state_record())
 
     def _snapshot(self, feed: Feed, event: dict, image: np.ndarray) -> str:
         stamp = event["time"].replace(":", "").replace("-", "")

@@ -115,16 +115,24 @@ class MqttEvents:
                  f"(the run goes on scoring and logging, and reconnects by itself)")
 
     # -- the fleet's side ---------------------------------------------------------------------
-    def publish_event(self, event: dict, state: dict) -> None:
-        """An event, then the camera's new state (retained). While the broker is away both are
-        dropped: the state goes out again on reconnect; the event stays in the JSON lines."""
-        if not self.connected.is_set():
-            self.undelivered += 1
-            self._not_delivered()
-            return
-        self.client.publish(self.topic(event["camera"], "event"), json.dumps(event), qos=QOS)
-        self.client.publish(self.topic(state["camera"], "state"), json.dumps(state), qos=QOS, retain=True)
-        self.delivered += 1
+    def publish_event(self, event: dict) -> None:
+        """An event. While the broker is away it is dropped (it stays in the JSON lines)."""
+        if self._deliverable():
+            self.client.publish(self.topic(event["camera"], "event"), json.dumps(event), qos=QOS)
+            self.delivered += 1
+
+    def publish_state(self, state: dict) -> None:
+        """A camera's new state, retained. While the broker is away it waits: every state is
+        published again on reconnect."""
+        if self._deliverable():
+            self.client.publish(self.topic(state["camera"], "state"), json.dumps(state), qos=QOS, retain=True)
+
+    def _deliverable(self) -> bool:
+        if self.connected.is_set():
+            return True
+        self.undelivered += 1
+        self._not_delivered()
+        return False
 
     def close(self, timeout: float = 2.0) -> None:
         """Say 'offline' ourselves (a clean disconnect sends no last will) and stop paho's thread."""

@@ -34,7 +34,7 @@ class WebhookEvents:
         self.thread.start()
         return self
 
-    def publish_event(self, event: dict, state: dict) -> None:
+    def publish_event(self, event: dict) -> None:
         try:
             self.queue.put_nowait(event)
         except queue.Full:
