@@ -117,9 +117,9 @@ def main() -> None:
     import os
 
     import ray
-    from bench_runtime import gemm_gflops
 
     from runtime import hardware
+    from runtime.benchmark_cli import gemm_probe
 
     work = Path(tempfile.mkdtemp(prefix="bench_ray_"))
     half = write_images(work / "half", arguments.copies // 2)
@@ -135,7 +135,7 @@ def main() -> None:
     results = {name: [] for name in CONFIGURATIONS}
     probes = []
     for round_ in range(arguments.rounds):
-        probes.append(gemm_gflops())
+        probes.append(gemm_probe(4096))
         for name in CONFIGURATIONS:
             tag = name.replace(" ", "").replace(",", "")
             halves = run_child(name, arguments, work / "half", address, work / f"out-{round_}-{tag}-half.parquet")
