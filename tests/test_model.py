@@ -140,8 +140,12 @@ def test_user_scene_file_adds_a_scene_without_code(tmp_path):
     assert [s.name for s in scenes][-2:] == ["xray", "food"]
     model = Gamma(GammaConfig.from_name("gamma-tiny"), scenes=scenes).eval()
     assert model.prompts("xray")[3] == "x-ray good-quality image"
+    images = torch.rand(2, 3, 224, 224)
     with torch.no_grad():
-        assert model.scores(torch.rand(2, 3, 224, 224)).shape == (2, 7)
+        every = model.scores(images)
+        assert every.shape == (2, 7)
+        torch.testing.assert_close(every[:, 5], model.score(images, "xray"), atol=1e-6, rtol=0)
+        assert (every[:, 5] - every[:, 0]).abs().max() > 1e-6       # its own prompts, not natural's
 
 
 @pytest.mark.parametrize("text, message", [
@@ -188,8 +192,18 @@ def test_moae_in_every_block_works():
     config = GammaConfig.from_name("gamma-tiny")
     config.moae_blocks = 4
     model = Gamma(config).eval()
+    images = torch.rand(2, 3, 224, 224)
     with torch.no_grad():
-        assert model.scores(torch.rand(2, 3, 224, 224)).shape == (2, 5)
+        before = model.scores(images)
+        # scale starts at 0: whatever the experts and gates hold, every block is its shared expert alone
+        for name, p in model.named_parameters():
+            if ".adaptive_experts." in name or ".gate." in name:
+                p.add_(0.2 * torch.randn_like(p))
+        torch.testing.assert_close(model.scores(images), before, atol=1e-6, rtol=0)
+        for name, p in model.named_parameters():
+            if name.endswith(".scale"):
+                p.fill_(0.5)
+        assert (model.scores(images) - before).abs().max() > 1e-6
     assert "clip.transformer.resblocks.0.mlp.c_fc.weight" not in model.state_dict()
 
 
