@@ -8,7 +8,7 @@ DeepStream muxer batches its sources: N cameras cost about one backend-bound str
 not N sessions. While the backend scores one batch (in its own thread; ONNX Runtime and OpenVINO
 release the GIL) the loop gathers and crops the next. Each camera's frames, scores and reader
 events feed its CameraWatch (runtime/events.py), whose quality events go to the JSON lines,
-to stderr and, when asked, to MQTT; Prometheus reads the counts at scrape time.
+to stderr and, when asked, to MQTT and a webhook; Prometheus reads the counts at scrape time.
 """
 from __future__ import annotations
 
@@ -123,11 +123,12 @@ class Feed:
 
 @dataclass
 class Item:
-    """A frame cropped and waiting for the backend."""
+    """A frame waiting for the backend, cropped when it arrived or (if it replaced an older one)
+    when it is sent."""
 
     feed: Feed
     frame: Frame
-    crops: np.ndarray
+    crops: np.ndarray | None
 
 
 @dataclass
@@ -331,7 +332,7 @@ class FleetRunner:
             raise reader.error
         alive = reader.thread.is_alive()
         frame = reader.take(timeout=0)
-        events = reader._drain_events()
+        events = reader.drain_events()
         limit = frame.index if frame is not None else float("inf")
         for event in [e for e in events if e["frame"] < limit]:
             self._on_reader_event(feed, event)
@@ -356,21 +357,26 @@ class FleetRunner:
             feed.blank_run = True
             return
         feed.blank_run = False
-        if feed.camera.name in pending:     # the backend has not taken the older one: the newest wins
-            feed.replaced += 1
-        pending[feed.camera.name] = Item(feed, frame, feed.preprocess(frame.image))
+        if feed.camera.name in pending:     # the backend has not taken the older one: the newest wins,
+            feed.replaced += 1              # cropped only when sent, so a slow backend wastes no crops
+            pending[feed.camera.name] = Item(feed, frame, None)
+        else:                               # cropped now, while the backend scores the batch before it
+            pending[feed.camera.name] = Item(feed, frame, feed.preprocess(frame.image))
 
     def _submit(self, inference: ThreadPoolExecutor, pending: dict[str, Item]) -> tuple[Future, list[Item]]:
         """The oldest frames first, whole images only, up to the batch size in crops (an image with
         more crops than the batch goes alone)."""
         batch, crops = [], 0
         for item in sorted(pending.values(), key=lambda item: item.frame.captured):
-            if batch and crops + len(item.crops) > self.scorer.batch:
+            count = item.feed.preprocess.crops_per_image
+            if batch and crops + count > self.scorer.batch:
                 break
             batch.append(item)
-            crops += len(item.crops)
+            crops += count
         for item in batch:
             del pending[item.feed.camera.name]
+            if item.crops is None:
+                item.crops = item.feed.preprocess(item.frame.image)
         future = inference.submit(self._infer, np.concatenate([item.crops for item in batch]))
         future.add_done_callback(lambda _: self.bell.set())
         return future, batch

@@ -393,7 +393,7 @@ class LiveFrames:
             frame, self._newest = self._newest, None
             return frame
 
-    def _drain_events(self) -> list[dict]:
+    def drain_events(self) -> list[dict]:
         events = []
         while not self.events.empty():
             events.append(self.events.get_nowait())
@@ -409,7 +409,7 @@ class LiveFrames:
                 raise self.error
             reader_done = not self.thread.is_alive()
             frame = self.take(timeout=0.1)
-            pending += self._drain_events()
+            pending += self.drain_events()
             limit = frame.index if frame is not None else math.inf
             while pending and pending[0]["frame"] < limit:
                 yield pending.pop(0)
@@ -419,7 +419,7 @@ class LiveFrames:
                 break
         if self.error is not None:
             raise self.error
-        yield from pending + self._drain_events()
+        yield from pending + self.drain_events()
 
 
 def _join(thread: threading.Thread, seconds: float, abort: threading.Event) -> None:
