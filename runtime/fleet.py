@@ -375,15 +375,17 @@ class FleetRunner:
             crops += count
         for item in batch:
             del pending[item.feed.camera.name]
-            if item.crops is None:
-                item.crops = item.feed.preprocess(item.frame.image)
-        future = inference.submit(self._infer, np.concatenate([item.crops for item in batch]))
+        future = inference.submit(self._infer, batch)
         future.add_done_callback(lambda _: self.bell.set())
         return future, batch
 
-    def _infer(self, crops: np.ndarray) -> tuple[np.ndarray, float]:
+    def _infer(self, batch: list[Item]) -> tuple[np.ndarray, float]:
+        """In the inference thread: crop what was not cropped on arrival, then one backend call."""
+        for item in batch:
+            if item.crops is None:
+                item.crops = item.feed.preprocess(item.frame.image)
         began = time.monotonic()
-        scores = self.scorer.backend.run(crops)
+        scores = self.scorer.backend.run(np.concatenate([item.crops for item in batch]))
         return scores, time.monotonic() - began
 
     def _finish(self, future: Future, batch: list[Item], summary: FleetSummary) -> None:

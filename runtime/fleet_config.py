@@ -79,8 +79,8 @@ def _crops(value) -> str:
 
 
 def _port(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ValueError("a port number from 1 to 65535")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ValueError("a port number from 1 to 65535 (0: any free port)")
     return value
 
 

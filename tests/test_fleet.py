@@ -427,6 +427,26 @@ def test_webhook_receives_each_event_as_its_json_line(fake_model):
     assert bodies == [r for r in records if r.get("event") in QUALITY_EVENTS]
 
 
+def test_cli_fleet_from_a_toml_config_ends_when_every_camera_has_its_frames(fake_model, tmp_path):
+    with MjpegServer([Serve(100, interval=0.02)]) as gate, MjpegServer([Serve(100, interval=0.02)]) as dock:
+        config = tmp_path / "cameras.toml"
+        config.write_text(f'[defaults]\nhold_s = 1\n[[cameras]]\nname = "gate"\nsource = "{gate.url}"\n'
+                          f'[[cameras]]\nname = "dock"\nsource = "{dock.url}"\ncrops = "five"\n'
+                          f'[metrics]\nport = 0\nhost = "127.0.0.1"\n')
+        result = CliRunner().invoke(run_command, ["--config", str(config), "--model", str(fake_model), "-q",
+                                                  "--crops", "center", "--max-frames", "30", "--jsonl", "-"])
+    assert "Traceback" not in result.output, result.output
+    stderr = result.stderr.strip().splitlines()
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.exit_code == 0 and stderr[-1].startswith("finished: gate: 30 frames read (--max-frames)")
+    assert stderr[0].startswith("metrics on http://127.0.0.1:")
+    assert stderr[-4].startswith("gate: ") and stderr[-3].startswith("dock: ") and stderr[-2].startswith("fleet of 2:")
+    assert records[-1]["event"] == "fleet_summary" and records[-1]["exit_status"] == 0
+    summaries = {r["camera"]: r for r in records if r.get("event") == "summary"}
+    assert {name: s["frames_read"] for name, s in summaries.items()} == {"gate": 30, "dock": 30}
+    assert {r["camera"] for r in records if "latency_ms" in r} == {"gate", "dock"}
+
+
 # -- a user's mistakes, one sentence each ---------------------------------------------------------
 def cli(args) -> tuple[int, list[str]]:
     result = CliRunner().invoke(run_command, [*map(str, args)])
@@ -469,7 +489,8 @@ def test_yaml_and_toml_configs_say_the_same(tmp_path):
     assert yaml_config == toml_config
     gate, dock = yaml_config.cameras
     assert (gate.threshold, gate.fps, gate.smooth, gate.hold_s, dock.crops, dock.threshold) == (0.45, 2, 3, 2, "five", None)
-    assert load_config(tmp_path / "a.yaml", overrides={"hold_s": 5.0}).cameras[0].hold_s == 5.0
+    overridden = load_config(tmp_path / "a.yaml", overrides={"hold_s": 5.0, "crops": "center"}).cameras
+    assert overridden[0].hold_s == 5.0 and [c.crops for c in overridden] == ["center", "five"]   # a camera's own wins
     assert yaml_config.metrics == {"port": 9108}
 
 
