@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .atomic import write_atomically, write_bytes_atomically
 from .errors import RuntimeUserError
 
 PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
@@ -84,10 +84,10 @@ class Parts:
                 f"'{self.folder}' holds an unfinished run of other images or another model or crop "
                 f"setting; resume it with the same arguments, or delete it or choose another --out")
         self.folder.mkdir(parents=True, exist_ok=True)
-        for leftover in self.folder.glob("*.tmp"):    # a part the killed run was writing
+        for leftover in self.folder.glob(".*.tmp*"):    # a part the killed run was writing (runtime.atomic)
             leftover.unlink()
         if recorded is None:
-            _write_atomically(self.folder / RUN_FILE, json.dumps(asdict(run), indent=2).encode("utf-8"))
+            write_bytes_atomically(self.folder / RUN_FILE, json.dumps(asdict(run), indent=2).encode("utf-8"))
 
     def recorded_block_size(self) -> int | None:
         recorded = self._recorded_run()
@@ -115,9 +115,7 @@ class Parts:
         import pyarrow.parquet as pq
 
         target = self.folder / f"{PART_PREFIX}{block:08d}{PART_SUFFIX}"
-        temporary = target.with_name(target.name + ".tmp")
-        pq.write_table(table, temporary)
-        os.replace(temporary, target)
+        write_atomically(target, lambda temporary: pq.write_table(table, temporary))
 
     def compact(self, run: Run) -> int:
         """Concatenate the parts in block order into `out` (atomically), then remove the parts.
@@ -128,16 +126,19 @@ class Parts:
         if missing:
             raise AssertionError(f"compacting with blocks {missing[:5]} missing")   # a bug of ours
         target_schema = schema(run.scenes).with_metadata({RUN_KEY_METADATA: run.key.encode()})
-        temporary = self.out.with_name(self.out.name + ".tmp")
         rows = 0
-        with pq.ParquetWriter(temporary, target_schema) as writer:
-            for block in range(run.blocks):
-                table = pq.read_table(self.folder / f"{PART_PREFIX}{block:08d}{PART_SUFFIX}")
-                writer.write_table(table.select(target_schema.names).cast(target_schema))
-                rows += table.num_rows
-        if rows != run.images:
-            raise AssertionError(f"compacted {rows} rows for {run.images} images")     # a bug of ours
-        os.replace(temporary, self.out)
+
+        def concatenate(temporary: Path) -> None:
+            nonlocal rows
+            with pq.ParquetWriter(temporary, target_schema) as writer:
+                for block in range(run.blocks):
+                    table = pq.read_table(self.folder / f"{PART_PREFIX}{block:08d}{PART_SUFFIX}")
+                    writer.write_table(table.select(target_schema.names).cast(target_schema))
+                    rows += table.num_rows
+            if rows != run.images:
+                raise AssertionError(f"compacted {rows} rows for {run.images} images")     # a bug of ours
+
+        write_atomically(self.out, concatenate)
         shutil.rmtree(self.folder)
         return rows
 
@@ -153,12 +154,6 @@ def finished_key(out: Path) -> str | None:
     except Exception:  # not Parquet: whatever it is, it is not our finished table
         return ""
     return metadata.get(RUN_KEY_METADATA, b"").decode() or ""
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 def select_keep(table, scene: str, above: float | None, top: float | None) -> list[str]:
@@ -187,7 +182,7 @@ def write_keep_list(out: Path, keep_file: Path, scene: str, above: float | None,
 
     kept = select_keep(pq.read_table(out, columns=["path", scene]), scene, above, top)
     try:
-        _write_atomically(Path(keep_file), "".join(f"{path}\n" for path in kept).encode("utf-8"))
+        write_bytes_atomically(Path(keep_file), "".join(f"{path}\n" for path in kept).encode("utf-8"))
     except OSError as exc:
         raise RuntimeUserError(f"the keep-list '{keep_file}' cannot be written ({exc.strerror}); "
                                f"check the folder") from None
