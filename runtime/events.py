@@ -106,7 +106,6 @@ class CameraWatch:
         self.previous: np.ndarray | None = None
         self.uniform = False
         self.scored = False
-        self.events = 0
 
     @property
     def state(self) -> str:
@@ -122,8 +121,7 @@ class CameraWatch:
         return [self._event(condition.raised if active else condition.cleared, now, previous, **detail)]
 
     def _event(self, name: str, now: float, previous: str, **detail) -> dict:
-        """The event's JSON payload (docs/fleet.md, "Payloads")."""
-        self.events += 1
+        """The event's JSON payload (docs/fleet.md, "MQTT")."""
         return {"event": name, "camera": self.camera.name, "time": utc_now(), "t": round(now - self.started, 3),
                 "state": self.state, "previous": previous, "score": _rounded(self.smoothing.score),
                 "smoothed": _rounded(self.smoothing.smoothed), **detail}
