@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))          # stream_servers: the MJPEG servers the tests use
 
-from bench_runtime import gemm_gflops  # noqa: E402
+from runtime.benchmark_cli import gemm_probe  # noqa: E402
 from runtime import Scorer, hardware  # noqa: E402
 from runtime.fleet import FleetOptions, FleetRunner  # noqa: E402
 from runtime.fleet_config import Camera  # noqa: E402
@@ -152,7 +152,7 @@ def main() -> None:
     print(f"# model: {scorer.describe()}")
     print(f"# streams: {args.size} MJPEG at {args.fps:g} fps each, served by another process; "
           f"{args.seconds:g} s per configuration ({args.warmup:g} s warm-up), {args.rounds} interleaved round(s)")
-    gemm = [gemm_gflops()]
+    gemm = [gemm_probe()]
     print(f"# GEMM probe (4096^2 fp32) at start: {gemm[0]:.0f} GFLOP/s", flush=True)
     separate_scorers = [scorer] + [Scorer(args.model, crops=args.crops) for _ in range(max(counts) - 1)]
     results: dict[tuple[int, str], list[tuple]] = {}
@@ -170,7 +170,7 @@ def main() -> None:
                           f"{results[(count, name)][-1][0]:.1f} scored/s", flush=True)
             finally:
                 streams.close()
-    gemm.append(gemm_gflops())
+    gemm.append(gemm_probe())
     print_table(counts, results, args.fps)
     print(f"GEMM probe: {gemm[0]:.0f} GFLOP/s at start, {gemm[1]:.0f} GFLOP/s at end")
     if args.json:
