@@ -152,7 +152,7 @@ def main() -> None:
     print(f"# model: {scorer.describe()}")
     print(f"# streams: {args.size} MJPEG at {args.fps:g} fps each, served by another process; "
           f"{args.seconds:g} s per configuration ({args.warmup:g} s warm-up), {args.rounds} interleaved round(s)")
-    gemm = [gemm_probe()]
+    gemm = [gemm_probe(4096)]
     print(f"# GEMM probe (4096^2 fp32) at start: {gemm[0]:.0f} GFLOP/s", flush=True)
     separate_scorers = [scorer] + [Scorer(args.model, crops=args.crops) for _ in range(max(counts) - 1)]
     results: dict[tuple[int, str], list[tuple]] = {}
@@ -170,7 +170,7 @@ def main() -> None:
                           f"{results[(count, name)][-1][0]:.1f} scored/s", flush=True)
             finally:
                 streams.close()
-    gemm.append(gemm_probe())
+    gemm.append(gemm_probe(4096))
     print_table(counts, results, args.fps)
     print(f"GEMM probe: {gemm[0]:.0f} GFLOP/s at start, {gemm[1]:.0f} GFLOP/s at end")
     if args.json:
