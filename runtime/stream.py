@@ -27,9 +27,9 @@ import cv2
 import numpy as np
 
 from .errors import RuntimeUserError
+from .video import VIDEO_CODECS     # the one codec table (runtime/video.py)
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp", "mms")
-VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
 
 @dataclass(frozen=True)
