@@ -26,10 +26,15 @@ PROGRAM = textwrap.dedent("""
         if name.split(".")[0] in BLOCKED:
             del sys.modules[name]
 
+    import importlib
+    import pkgutil
+
     import runtime
     from runtime.cli import run_command, score_command
     heavy = [m for m in ("onnxruntime", "openvino") if m in sys.modules]
     assert not heavy, f"import runtime pulled in {heavy}"
+    for module in pkgutil.iter_modules(runtime.__path__):    # every runtime module imports without them
+        importlib.import_module(f"runtime.{module.name}")
 
     model, image, video = sys.argv[1:4]
     onnx_score = runtime.Scorer(model).score(image)
