@@ -29,6 +29,7 @@ from .crops import Preprocess
 from .errors import RuntimeUserError
 from .events import EVENTS, STATES, CameraWatch
 from .fleet_config import Camera
+from .manifest import scene_index
 from .stream import (ENDINGS, END_REASONS, STOPPED, Frame, LiveFrames, RunOptions, Selector, Source, StopSignals,
                      Summary, is_blank, open_capture, parse_source)
 
@@ -212,10 +213,7 @@ class FleetRunner:
 
     def _scene_index(self, camera: Camera) -> int:
         scene = camera.scene or self.scorer.scene
-        if scene not in self.scorer.scenes:
-            raise RuntimeUserError(f"camera '{camera.name}': scene {scene!r} is not in this model; "
-                                   f"it scores {', '.join(self.scorer.scenes)}")
-        return self.scorer.scenes.index(scene)
+        return scene_index(self.scorer.scenes, scene, f"camera '{camera.name}': ")
 
     def _webhook(self, url: str | None):
         if not url:

@@ -41,6 +41,13 @@ class Manifest:
     raw: dict = field(repr=False, compare=False)
 
 
+def scene_index(scenes: tuple[str, ...], scene: str, who: str = "") -> int:
+    """The column of `scene` in a model's output, or one sentence naming the scenes it scores."""
+    if scene not in scenes:
+        raise RuntimeUserError(f"{who}scene {scene!r} is not in this model; it scores {', '.join(scenes)}")
+    return scenes.index(scene)
+
+
 def load_manifest(path: str | Path) -> Manifest:
     """Load the manifest of a model folder, of a model file with a sidecar manifest.json,
     or of a lone .onnx / OpenVINO .xml file that carries it in its metadata."""

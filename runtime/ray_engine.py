@@ -77,14 +77,13 @@ def score_with_ray(arguments, out: Path, options: RayOptions, *, model=None, bac
                    quiet=False, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> RaySummary:
     """Score every image the arguments name into the Parquet file `out`, resuming an earlier run."""
     from .crops import Preprocess
-    from .manifest import load_manifest
+    from .manifest import load_manifest, scene_index
 
     check_options(out, options)
     manifest = load_manifest(resolve_model(model))
     preprocess = Preprocess.from_manifest(manifest, crops, seed)
     scene = scene or manifest.scenes[0]
-    if scene not in manifest.scenes:
-        raise RuntimeUserError(f"scene {scene!r} is not in this model; it scores {', '.join(manifest.scenes)}")
+    scene_index(manifest.scenes, scene)
     inputs = list_inputs(arguments, options.path_column)
     for problem in inputs.problems:
         _say(f"warning: {problem}")

@@ -20,7 +20,7 @@ from .backends import Backend, load_backend
 from .crops import Preprocess
 from .errors import RuntimeUserError
 from .images import DEFAULT_MAX_PIXELS, read_image
-from .manifest import Manifest, load_manifest
+from .manifest import Manifest, load_manifest, scene_index
 
 DEMO_MODEL = Path(__file__).resolve().parent / "models" / "demo"
 DEFAULT_BATCH = 16
@@ -95,9 +95,7 @@ class Scorer:
                 f"crops {self.crops} ({self.preprocess.crops_per_image} per image)")
 
     def _check_scene(self, scene: str) -> str:
-        if scene not in self.scenes:
-            raise RuntimeUserError(
-                f"scene {scene!r} is not in this model; it scores {', '.join(self.scenes)}")
+        scene_index(self.scenes, scene)
         return scene
 
     # -- one image -------------------------------------------------------------------------

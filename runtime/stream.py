@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from .errors import RuntimeUserError
+from .manifest import scene_index
 from .video import VIDEO_CODECS     # the one codec table (runtime/video.py)
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp", "mms")
@@ -689,9 +690,7 @@ class StreamRunner:
         self.abort = threading.Event()       # a second stop request: do not wait for the reader
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         scene = options.scene or scorer.scene
-        if scene not in scorer.scenes:
-            raise RuntimeUserError(f"scene {scene!r} is not in this model; it scores {', '.join(scorer.scenes)}")
-        self.scene_index = scorer.scenes.index(scene)
+        self.scene_index = scene_index(scorer.scenes, scene)
         _check_options(options)
 
     def signals(self) -> StopSignals:
