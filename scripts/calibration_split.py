@@ -13,7 +13,7 @@ from pathlib import Path
 
 def main(data: Path, calib: Path) -> None:
     rows = list(csv.DictReader(open(data / "meta_info.csv", newline="")))
-    train = [r for r in rows if r["split"] == "train"]
+    train = list({r["image_name"]: r for r in rows if r["split"] == "train"}.values())   # pristine rows repeat
     shutil.rmtree(calib, ignore_errors=True)
     for row in train:
         target = calib / row["image_name"]

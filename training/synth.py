@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gamma_edge.distortions import DISTORTIONS, distort, mos_of
+from gamma_edge.distortions import DISTORTIONS, distort, draw, mos_of
 from gamma_edge.errors import GammaUserError
 
 # Colour photographs shipped inside the scikit-image wheel (no download needed).
@@ -44,17 +44,33 @@ PHOTOS = {
 }
 # Greyscale photographs, usable with --photos (saturation loss does nothing to them).
 GREY_PHOTOS = {"camera": "camera.png", "moon": "moon.png", "coins": "coins.png", "grass": "grass.png",
-               "brick": "brick.png", "gravel": "gravel.png"}
+               "brick": "brick.png", "gravel": "gravel.png", "cell": "cell.png"}
+# Photographs other installed packages ship (package, path inside it).
+OTHER_PHOTOS = {"grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")}
 
 
-def load_photo(name: str, short_side: int) -> np.ndarray:
-    """A shipped scikit-image photograph as RGB uint8, resized so its short side is `short_side`."""
+def photo_path(name: str) -> Path:
+    """Where an offline photograph lives: inside scikit-image, or another package named in OTHER_PHOTOS."""
+    import importlib
+
+    if name in OTHER_PHOTOS:
+        package, inside = OTHER_PHOTOS[name]
+        try:
+            return Path(importlib.import_module(package).__file__).parent / inside
+        except ImportError:
+            raise GammaUserError(f"photo '{name}' ships with {package}, which is not installed "
+                                 "(pip install -e '.[full]')") from None
     import skimage.data
 
     files = {**PHOTOS, **GREY_PHOTOS}
     if name not in files:
-        raise GammaUserError(f"unknown photo '{name}'; shipped photos: {', '.join(files)}")
-    path = Path(skimage.data.__file__).parent / files[name]
+        raise GammaUserError(f"unknown photo '{name}'; shipped photos: {', '.join([*files, *OTHER_PHOTOS])}")
+    return Path(skimage.data.__file__).parent / files[name]
+
+
+def load_photo(name: str, short_side: int) -> np.ndarray:
+    """A shipped photograph as RGB uint8, resized so its short side is `short_side`."""
+    path = photo_path(name)
     if not path.is_file():
         raise GammaUserError(f"photo '{name}' ({path}) is not in the installed scikit-image package")
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -69,8 +85,15 @@ def load_photo(name: str, short_side: int) -> np.ndarray:
 
 
 def make_synthetic_dataset(out: str | Path, photos=None, kinds=None, levels: int = 5, short_side: int = 256,
-                           test_fraction: float = 0.25, seed: int = 0) -> dict:
-    """Write the dataset to `out`; returns a summary (counts, test photos)."""
+                           test_fraction: float = 0.25, seed: int = 0, variants: int = 0,
+                           test_photos=None) -> dict:
+    """Write the dataset to `out`; returns a summary (counts, test photos).
+
+    variants 0: each (photo, kind, level) once with the kind's fixed defaults. variants N >= 1: N
+    versions, each with its own random nuisance (gamma_edge.distortions.draw: the motion's angle,
+    the exposure method, ...), and the pristine photo listed len(kinds) times so that it weighs in
+    training like one level of one kind in N draws would not drown it. `test_photos` names the
+    held-out photos instead of drawing them."""
     out = Path(out)
     photos = list(photos or PHOTOS)
     kinds = list(kinds or DISTORTIONS)
@@ -82,26 +105,37 @@ def make_synthetic_dataset(out: str | Path, photos=None, kinds=None, levels: int
     if len(set(photos)) < 2:
         raise GammaUserError("the synthetic set needs at least 2 photos (one for training, one for testing)")
     rng = np.random.default_rng(seed)
-    n_test = min(len(photos) - 1, max(1, round(test_fraction * len(photos))))
-    test_photos = set(rng.choice(sorted(set(photos)), size=n_test, replace=False).tolist())
+    if test_photos:
+        test_photos = set(test_photos)
+        if not test_photos <= set(photos):
+            raise GammaUserError(f"--test-photos {', '.join(sorted(test_photos - set(photos)))} are not among --photos")
+    else:
+        n_test = min(len(photos) - 1, max(1, round(test_fraction * len(photos))))
+        test_photos = set(rng.choice(sorted(set(photos)), size=n_test, replace=False).tolist())
 
     rows = []
     for p_index, photo in enumerate(photos):
         image = load_photo(photo, short_side)
         folder = out / "images" / photo
         folder.mkdir(parents=True, exist_ok=True)
-        variants = [("pristine", 0, image)]
+        versions = [("pristine", 0, "", image)]
         for k_index, kind in enumerate(kinds):
             for level in range(1, levels + 1):
                 noise_seed = seed * 1_000_003 + p_index * 1000 + k_index * 10 + level
-                variants.append((kind, level, distort(image, kind, level, levels, noise_seed)))
-        for kind, level, variant in variants:
-            name = f"{photo}/{kind}_{level}.png"
-            ok, data = cv2.imencode(".png", variant[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
+                if not variants:
+                    versions.append((kind, level, "", distort(image, kind, level, levels, noise_seed)))
+                for v in range(variants):
+                    nuisance = draw(kind, np.random.default_rng([seed, p_index, k_index, level, v]))
+                    versions.append((kind, level, f"_{v}",
+                                     distort(image, kind, level, levels, noise_seed * 31 + v, nuisance)))
+        split = "test" if photo in test_photos else "train"
+        for kind, level, suffix, version in versions:
+            name = f"{photo}/{kind}_{level}{suffix}.png"
+            ok, data = cv2.imencode(".png", version[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
             assert ok
             (out / "images" / name).write_bytes(data.tobytes())
-            split = "test" if photo in test_photos else "train"
-            rows.append([name, f"{mos_of(level, levels):.6f}", kind, level, photo, split])
+            copies = len(kinds) if variants and level == 0 and split == "train" else 1
+            rows += [[name, f"{mos_of(level, levels):.6f}", kind, level, photo, split]] * copies
 
     with open(out / "meta_info.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -122,16 +156,21 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--photos", nargs="+", default=None,
                         help=f"photos to use (default: the colour ones: {' '.join(PHOTOS)}; "
-                             f"also: {' '.join(GREY_PHOTOS)})")
+                             f"also: {' '.join([*GREY_PHOTOS, *OTHER_PHOTOS])})")
     parser.add_argument("--kinds", nargs="+", default=None, help=f"distortions (default all: {' '.join(DISTORTIONS)})")
     parser.add_argument("--levels", type=int, default=5, help="strength levels per distortion (default 5)")
     parser.add_argument("--short-side", type=int, default=256, help="resize photos to this short side (default 256)")
     parser.add_argument("--test-fraction", type=float, default=0.25, help="fraction of photos held out (default 0.25)")
+    parser.add_argument("--test-photos", nargs="+", default=None,
+                        help="hold these photos out of training (default: --test-fraction of them, drawn by --seed)")
+    parser.add_argument("--variants", type=int, default=0,
+                        help="versions per photo, kind and level, each with a random nuisance (motion angle, "
+                             "exposure method, noise channels, ...); 0 (default): one, with fixed defaults")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
         summary = make_synthetic_dataset(args.out, args.photos, args.kinds, args.levels, args.short_side,
-                                         args.test_fraction, args.seed)
+                                         args.test_fraction, args.seed, args.variants, args.test_photos)
     except GammaUserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2

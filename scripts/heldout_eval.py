@@ -1,0 +1,53 @@
+"""Score a model on photos with the held-out degradations (gamma_edge.heldout) and print the table.
+
+    python scripts/heldout_eval.py MODEL_DIR --photos brick camera chelsea hubble [--json OUT]
+
+Used to compare recipes on validation photos (scripts/build_demo_model.sh) without touching the
+test photos, which only scripts/ship_demo_model.py scores, once.
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gamma_edge import heldout  # noqa: E402
+from runtime import Scorer  # noqa: E402
+from training.synth import load_photo  # noqa: E402
+
+
+def table(figures: dict) -> str:
+    lines = ["| kind | " + " | ".join(f"L{i}" for i in range(heldout.LEVELS + 1))
+             + " | SRCC | worst | pooled | pairs | claimed |",
+             "|---|" + "---|" * (heldout.LEVELS + 6)]
+    for kind, f in figures.items():
+        means = " | ".join(f"{m:.3f}" for m in f["mean_by_level"])
+        lines.append(f"| {kind} | {means} | {f['srcc']:.3f} | {f['srcc_min']:.3f} | {f['pooled']:.3f} | "
+                     f"{f['pairs']:.1%} | {'yes' if f['claimed'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--photos", nargs="+", required=True)
+    parser.add_argument("--short-side", type=int, default=320)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    photos = {name: load_photo(name, args.short_side) for name in args.photos}
+    rows = list(heldout.items(photos))
+    scorer = Scorer(args.model, backend="onnxruntime", device="cpu")
+    scores = [r.score for r in scorer.score_many([r.image for r in rows])]
+    figures = heldout.evaluate(rows, scores)
+    print(f"{args.model} on {', '.join(args.photos)} ({len(rows)} images, {time.perf_counter() - started:.0f} s)")
+    print(table(figures))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
