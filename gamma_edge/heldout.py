@@ -20,6 +20,7 @@ recomputes the card's figures with it.
 from __future__ import annotations
 
 import io
+import zlib
 from dataclasses import dataclass
 
 import cv2
@@ -29,7 +30,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 from gamma_edge.distortions import EXPOSURE_METHODS, RECIPE, combination, parameter
 
 LEVELS = 5
-DRAWS = 2                 # random degradations per (photo, kind, level)
+DRAWS = 3                 # random degradations per (photo, kind, level)
 BAND = 0.25               # the strength is drawn within level +- BAND
 CLAIM_BAR = {"srcc": 0.9, "pooled": 0.8, "pairs": 0.95}
 RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS,
@@ -127,9 +128,11 @@ def _clip(x: np.ndarray) -> np.ndarray:
 def items(photos: dict[str, np.ndarray], kinds=RECIPE, draws: int = DRAWS, seed: int = 2026):
     """Every held-out image: each photo (RGB uint8) pristine once, then every kind x level x draw; a draw
     is one series of levels 1..LEVELS sharing its nuisance."""
-    for p, (photo, rgb) in enumerate(photos.items()):
+    for photo, rgb in photos.items():
+        p = zlib.crc32(photo.encode())
         yield Item(photo, "pristine", 0, 0, np.ascontiguousarray(rgb[..., ::-1]))
-        for k, kind in enumerate(kinds):
+        for kind in kinds:
+            k = zlib.crc32(kind.encode())          # a series depends on its photo and kind alone
             for level in range(1, LEVELS + 1):
                 for d in range(draws):
                     rng, choice = np.random.default_rng([seed, p, k, d, level]), np.random.default_rng([seed, p, k, d])

@@ -254,3 +254,22 @@ def test_dct_patch_embedding_stays_frozen_while_the_tower_trains(small_synthetic
                        "--out", str(tmp_path / "r2"), "--patch-embedding", "dct",
                        "--init-backbone", str(out / "last.safetensors")]) == 2
     assert "drop it when initialising from pretrained weights" in capsys.readouterr().err
+
+
+def test_dct_chroma_bank_gives_colour_differences_channels_of_their_own():
+    from training.patch_init import CHROMA, SCALE, dct_patch_bank
+
+    plain, bank = dct_patch_bank(64, 32).double(), dct_patch_bank(64, 32, chroma=16).double()
+    assert torch.equal(bank[:3], plain[:3])                                  # the colour means
+    grey = torch.rand(1, 32, 32, dtype=torch.float64).expand(3, 32, 32)      # any grey patch
+    assert torch.allclose((bank[3:19] * grey).sum(dim=(1, 2, 3)), torch.zeros(16, dtype=torch.float64), atol=1e-5)
+    for o in range(16):                                                      # CB, CR alternating
+        axis = torch.tensor(CHROMA[o % 2], dtype=torch.float64)
+        spatial = bank[3 + o, 2 if o % 2 == 0 else 0] / axis[2 if o % 2 == 0 else 0]
+        assert torch.allclose(bank[3 + o], axis.view(3, 1, 1) * spatial)
+    flat = bank[3:19].flatten(1)
+    gram = flat @ flat.t() / SCALE ** 2
+    assert torch.allclose(gram.diagonal(), torch.tensor([sum(a * a for a in CHROMA[o % 2]) for o in range(16)],
+                                                         dtype=torch.float64))
+    luma = bank[19:].sum(dim=1).flatten(1)                                   # 45 luma channels, orthogonal
+    assert torch.allclose(luma @ luma.t() / SCALE ** 2, torch.eye(45, dtype=torch.float64), atol=1e-5)

@@ -19,16 +19,19 @@ from gamma_edge.errors import GammaUserError
 # Frequencies (cycles per 64 pixels, DCT-II index) for a 32-pixel patch; scaled to other patch sizes.
 FREQUENCIES_32 = (1, 2, 3, 4, 6, 8, 12, 16, 20, 24, 28, 31)
 LUMA = (0.299, 0.587, 0.114)
+CHROMA = ((-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))     # BT.601 CB and CR axes
 SCALE = 16.0        # luma DCT channels: pixel noise of a few grey levels gives responses of order 1
 MEAN_SCALE = 4.0    # colour means: large enough that a contrast change shows next to the DCT energy
 
 
-def dct_patch_bank(out_channels: int, kernel: int, seed: int = 0) -> torch.Tensor:
-    """(out_channels, 3, kernel, kernel) weights: 3 per-channel means (x MEAN_SCALE), then luma DCT basis functions
-    at frequency pairs drawn (seeded) from a spread over low, mid and high frequencies."""
+def dct_patch_bank(out_channels: int, kernel: int, seed: int = 0, chroma: int = 0) -> torch.Tensor:
+    """(out_channels, 3, kernel, kernel) weights: 3 per-channel means (x MEAN_SCALE), then `chroma` DCT basis
+    functions over the two colour-difference axes (CB, CR, alternating; grey gives them nothing), then luma
+    DCT basis functions, at frequency pairs drawn (seeded) from a spread over low, mid and high frequencies.
+    chroma 0 is the bank of `--patch-embedding dct`; `dct-chroma` gives colour noise channels of its own."""
     freqs = sorted({max(1, min(kernel - 1, round(f * kernel / 32))) for f in FREQUENCIES_32})
     pairs = [(u, v) for u in freqs for v in freqs]
-    if out_channels - 3 > len(pairs):
+    if out_channels - 3 - chroma > len(pairs) or chroma > len(pairs):
         raise GammaUserError(f"patch_embedding 'dct' has {len(pairs)} frequency pairs for {kernel}-pixel patches, "
                              f"fewer than the tower's {out_channels - 3} non-colour channels; use 'random'")
     n = torch.arange(kernel, dtype=torch.float64)
@@ -40,8 +43,17 @@ def dct_patch_bank(out_channels: int, kernel: int, seed: int = 0) -> torch.Tenso
     for c in range(3):
         weight[c, c] = MEAN_SCALE / kernel ** 2
     luma = torch.tensor(LUMA, dtype=torch.float64).view(3, 1, 1)
-    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))[:out_channels - 3]
-    for o, index in enumerate(order.tolist(), start=3):
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))[:out_channels - 3 - chroma]
+    for o, index in enumerate(order.tolist(), start=3 + chroma):
         u, v = pairs[index]
         weight[o] = SCALE * luma * torch.outer(basis(u), basis(v))
+    colour = [torch.tensor(axis, dtype=torch.float64).view(3, 1, 1) for axis in CHROMA]
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed + 1))[:chroma]
+    for o, index in enumerate(order.tolist()):
+        u, v = pairs[index]
+        weight[3 + o] = SCALE * colour[o % 2] * torch.outer(basis(u), basis(v))
     return weight.float()
+
+
+# Channels of the `dct-chroma` bank given to colour differences (the rest stay luma).
+CHROMA_CHANNELS = 16

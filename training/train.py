@@ -53,6 +53,7 @@ SETTING_KEYS = {
 RESUME_OVERRIDABLE = {"num_workers"}
 PATH_KEYS = ("init_backbone", "data_root", "meta_info_dir")
 PATH_LIST_KEYS = ("scenes_files", "datasets_files")
+PATCH_EMBEDDINGS = ("random", "dct", "dct-chroma")      # training/patch_init.py
 
 
 # ---------------------------------------------------------------- settings
@@ -96,10 +97,11 @@ def check_settings(s: dict) -> dict:
             raise GammaUserError(f"{key} must be a positive integer, not {s[key]!r}")
     if not s["datasets"]:
         raise GammaUserError("no datasets selected; pass --datasets NAME[:ROOT] ...")
-    if s.get("patch_embedding", "random") not in ("random", "dct"):
-        raise GammaUserError(f"patch_embedding must be 'random' or 'dct', not '{s['patch_embedding']}'")
-    if s.get("patch_embedding") == "dct" and s["init_backbone"]:
-        raise GammaUserError("patch_embedding 'dct' replaces a random backbone's patch convolution; "
+    if s.get("patch_embedding", "random") not in PATCH_EMBEDDINGS:
+        raise GammaUserError(f"patch_embedding must be one of {', '.join(PATCH_EMBEDDINGS)}, "
+                             f"not '{s['patch_embedding']}'")
+    if s.get("patch_embedding", "random") != "random" and s["init_backbone"]:
+        raise GammaUserError(f"patch_embedding '{s['patch_embedding']}' replaces a random backbone's patch convolution; "
                              "drop it when initialising from pretrained weights (--init-backbone)")
     return s
 
@@ -178,11 +180,12 @@ def build_model(s: dict, seed: int):
                          init_backbone=s["init_backbone"], seed=seed)
     if s.get("train_backbone"):
         model.set_trainable(backbone=True)
-    if s.get("patch_embedding", "random") == "dct":          # fixed frequency bank, frozen (training/patch_init.py)
-        from training.patch_init import dct_patch_bank
+    if s.get("patch_embedding", "random") != "random":      # fixed frequency bank, frozen (training/patch_init.py)
+        from training.patch_init import CHROMA_CHANNELS, dct_patch_bank
         conv = model.clip.visual.conv1
+        chroma = CHROMA_CHANNELS if s["patch_embedding"] == "dct-chroma" else 0
         with torch.no_grad():
-            conv.weight.copy_(dct_patch_bank(conv.out_channels, conv.kernel_size[0]))
+            conv.weight.copy_(dct_patch_bank(conv.out_channels, conv.kernel_size[0], chroma=chroma))
         conv.requires_grad_(False)
     return model
 
@@ -544,10 +547,11 @@ def parse_args(argv=None):
     g.add_argument("--train-backbone", action="store_true", default=None,
                    help="also train the vision backbone (departs from the paper, which keeps it frozen; "
                         "for a backbone without pretrained weights, such as the demo model)")
-    g.add_argument("--patch-embedding", choices=["random", "dct"],
+    g.add_argument("--patch-embedding", choices=PATCH_EMBEDDINGS,
                    help="a random backbone's patch convolution: its random init (default), or a frozen bank of "
                         "colour means and luma DCT basis functions that lets a small tower learn noise "
-                        "(training/patch_init.py; the demo model)")
+                        "(dct), or that bank with 16 of its channels on colour differences, for colour noise "
+                        "(dct-chroma; training/patch_init.py; the demo model)")
     g = parser.add_argument_group("data")
     g.add_argument("--datasets", nargs="+", metavar="NAME[:ROOT]", help="datasets to mix (registry names)")
     g.add_argument("--datasets-file", dest="datasets_files", action="append", help="a JSON file adding datasets")
