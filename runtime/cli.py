@@ -60,10 +60,11 @@ def _user_errors():
         raise click.ClickException(str(exc)) from None
 
 
-def _make_scorer(model, backend, device, threads, batch, precision, crops, seed, scene, quiet, **extra):
+def _make_scorer(model, backend, device, threads, batch, precision, crops, seed, scene, quiet,
+                 scorer_class=None, **extra):
     from .scorer import Scorer
 
-    scorer = Scorer(model, backend=backend, device=device, crops=crops, seed=seed, threads=threads,
+    scorer = (scorer_class or Scorer)(model, backend=backend, device=device, crops=crops, seed=seed, threads=threads,
                     batch=batch, precision=precision, scene=scene, **extra)
     if not quiet:
         click.echo(f"scoring with {scorer.describe()}", err=True)
@@ -73,30 +74,11 @@ def _make_scorer(model, backend, device, threads, batch, precision, crops, seed,
 
 
 def expand_paths(paths) -> list[str]:
-    """Files as given, folders walked recursively for image files, globs expanded; sorted
-    within each argument. A path that matches nothing is kept so its row says so."""
-    from .images import IMAGE_SUFFIXES
+    """Folders, globs and image files as a list of image paths (runtime.inputs.expand_paths; kept
+    here for its callers, and imported late so `gamma-edge --help` stays fast)."""
+    from .inputs import expand_paths as expand
 
-    found: list[str] = []
-    for text in paths:
-        path = Path(text).expanduser()
-        if path.is_dir():
-            # os.walk skips folders that vanish or cannot be read mid-walk (a temporary folder, a mount)
-            found += sorted(os.path.join(root, name) for root, _, names in os.walk(path)
-                            for name in names if Path(name).suffix.lower() in IMAGE_SUFFIXES)
-        elif path.exists():
-            found.append(str(path))
-        elif glob.has_magic(text):
-            matches = sorted(p for p in glob.glob(os.path.expanduser(text), recursive=True) if Path(p).is_file())
-            if not matches:
-                raise RuntimeUserError(f"the pattern '{text}' matches no files; check it (quote it to let gamma-edge expand it)")
-            found += matches
-        else:
-            found.append(str(path))
-    if not found:
-        raise RuntimeUserError(f"no image files found in {', '.join(paths)}; "
-                               f"gamma-edge reads {', '.join(sorted(IMAGE_SUFFIXES))}")
-    return found
+    return expand(paths)
 
 
 class RowWriter:
@@ -163,16 +145,15 @@ def _output(out: Path | None, description: str):
                    "also set by GAMMA_EDGE_MAX_PIXELS.")
 @click.option("--engine", type=click.Choice(("local", "ray")), default="local", show_default=True,
               help="ray: score on Ray Data (a local Ray, or --ray-address), resumably, into the Parquet "
-                   "file --out; also reads .txt path lists, Parquet path columns and .tar WebDataset shards "
-                   "(docs/ray.md).")
+                   "file --out (docs/ray.md).")
 @click.option("--ray-address", default=None, help="[ray] The Ray cluster to join (HOST:PORT or auto); "
                                                   "default: start a local Ray.")
 @click.option("--actors", type=click.IntRange(min=1), default=None,
               help="[ray] Scoring actors, one backend each. Default: one per GPU, else one per node.")
 @click.option("--block-size", type=click.IntRange(min=1), default=None,
               help="[ray] Images per block: the unit of memory, of part files and of resuming. Default: 128.")
-@click.option("--path-column", default=None, help="[ray] The column of image paths in input Parquet files. "
-                                                  "Default: path.")
+@click.option("--path-column", default="path", show_default=True,
+              help="The column of image paths in input Parquet files.")
 @click.option("--keep", "keep_file", type=click.Path(path_type=Path), default=None,
               help="[ray] Write the keep-list (paths, one a line) chosen by --keep-above / --keep-top.")
 @click.option("--keep-above", type=float, default=None, help="[ray] Keep images scoring at least this.")
@@ -181,7 +162,8 @@ def _output(out: Path | None, description: str):
 def score_command(paths, model, backend, device, threads, batch, precision, crops, seed, scene, quiet,
                   all_scenes, fmt, out, max_pixels, engine, ray_address, actors, block_size, path_column,
                   keep_file, keep_above, keep_top):
-    """Score images: files, folders (recursive) and globs.
+    """Score images: files, folders (recursive), globs, path lists (.txt, .lst: one path a
+    line), Parquet files with a path column (--path-column) and WebDataset shards (.tar).
 
     A file that cannot be decoded is reported in its row and the rest are scored.
     The last line on stderr counts the images scored and failed. Exit status: 0 when
@@ -193,12 +175,12 @@ def score_command(paths, model, backend, device, threads, batch, precision, crop
       gamma-edge score 'shots/**/*.jpg' --format csv --out scores.csv
       gamma-edge score 'shards/*.tar' --engine ray --out scores.parquet --keep-top 0.3 --keep keep.txt
     """
-    ray_options = dict(address=ray_address, actors=actors, block_size=block_size, path_column=path_column,
+    ray_options = dict(address=ray_address, actors=actors, block_size=block_size,
                        keep=keep_file, keep_above=keep_above, keep_top=keep_top)
     if engine == "ray" or any(value is not None for value in ray_options.values()):
         from .ray_cli import score_on_ray
 
-        score_on_ray(engine, paths, out, fmt, ray_options, model=model, backend=backend, device=device,
+        score_on_ray(engine, paths, out, fmt, dict(ray_options, path_column=path_column), model=model, backend=backend, device=device,
                      threads=threads, batch=batch, precision=precision, crops=crops, seed=seed, scene=scene,
                      quiet=quiet, max_pixels=max_pixels)
         return
@@ -209,9 +191,9 @@ def score_command(paths, model, backend, device, threads, batch, precision, crop
         from .scorer import resolve_model
 
         load_manifest(resolve_model(model))  # a wrong --model is named before any folder is walked
-        images = expand_paths(paths)
+        images = _list_images(paths, path_column)
         scorer = _make_scorer(model, backend, device, threads, batch, precision, crops, seed, scene, quiet,
-                              max_pixels=max_pixels)
+                              max_pixels=max_pixels, scorer_class=_source_scorer())
         scenes = list(scorer.scenes) if all_scenes else [scorer.scene]
         failed = warned = 0
         with _output(out, "--out") as stream:
@@ -219,7 +201,7 @@ def score_command(paths, model, backend, device, threads, batch, precision, crop
             bar = tqdm(total=len(images), unit="img", file=sys.stderr, dynamic_ncols=True,
                        disable=quiet or not sys.stderr.isatty())
             try:
-                for row in scorer.score_many(images):
+                for row in scorer.score_many(images.sources):
                     failed += not row.ok
                     warned += row.warning is not None
                     writer.write(row)
@@ -227,14 +209,33 @@ def score_command(paths, model, backend, device, threads, batch, precision, crop
             finally:
                 bar.close()
                 writer.close()
-    click.echo(score_status(len(images), failed, warned), err=True)
-    if failed:
+    click.echo(score_status(len(images), failed, warned, images.problems), err=True)
+    if failed or images.problems:
         sys.exit(1)
 
 
-def score_status(total: int, failed: int, warned: int) -> str:
-    """score's last line: what happened to every image."""
+def _source_scorer():
+    from .inputs import SourceScorer        # the Scorer that also reads WebDataset shard members
+
+    return SourceScorer
+
+
+def _list_images(paths, path_column: str):
+    """The images the arguments name (runtime.inputs: folders, globs, path lists, Parquet path
+    columns, WebDataset shards); an input that cannot be listed is a warning and the rest go on."""
+    from .inputs import list_inputs
+
+    images = list_inputs(paths, path_column)
+    for problem in images.problems:
+        click.echo(f"warning: {problem}", err=True)
+    return images
+
+
+def score_status(total: int, failed: int, warned: int, problems=()) -> str:
+    """score's last line: what happened to every image (and to inputs that listed none)."""
     line = f"scored {total - failed} of {total} image(s)"
+    if problems:
+        line += f"; {len(problems)} input(s) could not be read (see the warnings above)"
     if failed:
         line += f"; {failed} could not be scored (see the error column)"
     if warned:

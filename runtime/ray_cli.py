@@ -9,14 +9,15 @@ from .cli import _user_errors
 from .errors import RuntimeUserError
 
 RAY_OPTION_NAMES = {"address": "--ray-address", "actors": "--actors", "block_size": "--block-size",
-                    "path_column": "--path-column", "keep": "--keep", "keep_above": "--keep-above",
+                    "keep": "--keep", "keep_above": "--keep-above",
                     "keep_top": "--keep-top"}
 
 
 def score_on_ray(engine: str, paths, out, fmt: str, ray_options: dict, *, quiet: bool, **scorer_options) -> None:
     """Score on Ray and exit 1 when an image or an input failed, as the local engine does."""
     with _user_errors():
-        given = [RAY_OPTION_NAMES[name] for name, value in ray_options.items() if value is not None]
+        given = [RAY_OPTION_NAMES[name] for name, value in ray_options.items()
+                 if value is not None and name in RAY_OPTION_NAMES]
         if engine != "ray":
             raise RuntimeUserError(f"{', '.join(given)} work only with --engine ray; add --engine ray")
         if fmt != "table":

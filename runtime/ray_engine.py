@@ -2,12 +2,16 @@
 
 The pipeline (docs/ray.md):
 
-    input table (driver) -> cut_crops (Ray tasks: read, decode, crop) -> ScoreActor pool (one backend
-    each) -> driver: rows grouped into blocks, each finished block written as a part file
+    input table (driver: path, or shard + offset + size; ~100 bytes an image) cut into blocks
+      -> ScoreActor pool: each actor holds one backend session and scores a whole block with the
+         local engine's loop (read, decode and crop in low-priority threads beside inference)
+      -> driver: a block's rows (a few numbers an image) written as its part file
 
-Decoding and cropping are the Scorer's own (`Scorer.prepare`), and so is scoring (`Scorer.score_crops`),
-so an image gets exactly the score `gamma-edge score` gives it. Ray is imported only here, lazily:
-the local engine never needs it. Resuming and the table's layout live in score_table.py.
+Only paths go to the actors and only scores come back, so nothing image-sized crosses between
+processes. Reading, decoding, cropping and scoring are the Scorer's own (`Scorer.score_many`, with
+shard members read in its decode threads: inputs.SourceScorer), so an image gets exactly the score
+`gamma-edge score` gives it. Ray is imported only here, lazily: the local engine never needs it.
+Listing the inputs lives in inputs.py, resuming and the table's layout in score_table.py.
 """
 from __future__ import annotations
 
@@ -17,7 +21,6 @@ import os
 import socket
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,11 +28,11 @@ import numpy as np
 
 from .errors import RuntimeUserError
 from .images import DEFAULT_MAX_PIXELS
-from .ray_inputs import list_inputs, read_member
+from .inputs import SourceScorer, list_inputs, source_of
 from .score_table import Parts, finished_key, make_run, manifest_id, write_keep_list
-from .scorer import Scorer, resolve_model, yield_to_inference
+from .scorer import resolve_model
 
-DEFAULT_BLOCK_SIZE = 128           # images per block: about 100 MB of five 224-pixel crops in flight
+DEFAULT_BLOCK_SIZE = 128           # images per block: the unit of work of an actor, of a part file, of resuming
 # Fault injection for the tests: an actor that finds this file deletes it and exits (once, mid-run).
 TEST_ACTOR_EXIT = "GAMMA_EDGE_TEST_ACTOR_EXIT"
 CONNECT_TIMEOUT_S = 5.0
@@ -104,14 +107,14 @@ def score_with_ray(arguments, out: Path, options: RayOptions, *, model=None, bac
         scorer_options = dict(model=str(manifest.folder if model is None else model), backend=backend,
                               device=device, threads=threads, batch=batch, precision=precision,
                               crops=preprocess.crops, seed=seed, scene=scene, max_pixels=max_pixels)
-        score_missing_blocks(inputs, run, parts, preprocess, scorer_options, options, quiet, summary)
+        score_missing_blocks(inputs, run, parts, scorer_options, options, quiet, summary)
     summary.failed = count_failed(out)
     if options.keep is not None:
         summary.kept = write_keep_list(out, options.keep, scene, options.keep_above, options.keep_top)
     return summary
 
 
-def score_missing_blocks(inputs, run, parts: Parts, preprocess, scorer_options: dict, options: RayOptions,
+def score_missing_blocks(inputs, run, parts: Parts, scorer_options: dict, options: RayOptions,
                          quiet: bool, summary: RaySummary) -> None:
     """Score the blocks that have no part file yet, then compact all parts into the output."""
     parts.start(run)
@@ -120,7 +123,7 @@ def score_missing_blocks(inputs, run, parts: Parts, preprocess, scorer_options: 
     pending = [block for block in range(run.blocks) if block not in done]
     if pending:
         started = time.perf_counter()
-        summary.scored_now = run_pipeline(inputs, run, pending, parts, preprocess, scorer_options, options, quiet)
+        summary.scored_now = run_pipeline(inputs, run, pending, parts, scorer_options, options, quiet)
         summary.seconds = time.perf_counter() - started
     parts.compact(run)
 
@@ -154,7 +157,7 @@ def _say(text: str) -> None:
 
 
 # -- the pipeline --------------------------------------------------------------------------------
-def run_pipeline(inputs, run, pending: list[int], parts: Parts, preprocess, scorer_options: dict,
+def run_pipeline(inputs, run, pending: list[int], parts: Parts, scorer_options: dict,
                  options: RayOptions, quiet: bool) -> int:
     """Score the pending blocks and write each as a part file; returns the images scored."""
     import ray
@@ -164,11 +167,11 @@ def run_pipeline(inputs, run, pending: list[int], parts: Parts, preprocess, scor
     try:
         layout = plan_actors(ray.cluster_resources(), len(ray.nodes()), options.actors,
                              scorer_options["device"], scorer_options["threads"])
-        scorer_options = dict(scorer_options, threads=layout.threads)
+        scorer_options = dict(scorer_options, threads=layout.threads, workers=layout.workers)
         if not quiet:
             _say(f"scoring {sum(block_length(run, b) for b in pending)} of {run.images} image(s) on Ray "
-                 f"with {layout.describe()}; crops {preprocess.crops}; parts in '{parts.folder}'")
-        dataset = build_dataset(inputs, run, pending, preprocess, scorer_options, layout)
+                 f"with {layout.describe()}; crops {run.crops}; parts in '{parts.folder}'")
+        dataset = build_dataset(inputs, run, pending, scorer_options, layout)
         return collect_blocks(dataset, run, pending, parts, quiet)
     except Exception as exc:
         raise _user_error_inside(exc) or exc
@@ -242,20 +245,21 @@ def _user_error_inside(exc: BaseException) -> RuntimeUserError | None:
 class ActorLayout:
     actors: int
     gpus_each: int
-    threads: int | None
-    cpus_each: float        # the Ray CPUs an actor asks for; a decode task asks for half as many
+    threads: int | None     # a CPU actor's inference threads
+    cpus_each: float        # the Ray CPUs an actor asks for
+    workers: int            # an actor's decode threads
 
     def describe(self) -> str:
         device = "1 GPU" if self.gpus_each else f"{self.threads} thread(s)"
-        return f"{self.actors} scoring actor(s) of {device} each"
+        return f"{self.actors} scoring actor(s) of {device} and {self.workers} decode thread(s) each"
 
 
 def plan_actors(resources: dict, nodes: int, actors: int | None, device: str, threads: int | None) -> ActorLayout:
-    """One actor per GPU (or per node without GPUs) unless --actors says; CPU actors share the cores.
-    Actors ask for at most one Ray CPU each and together never for all of them, so decoding always
-    has room beside them; a decode task asks for half an actor's share (two decode tasks per share,
-    and Ray Data fuses only operators asking for equal resources: fused, decoding would wait for
-    inference in the actor instead of running beside it)."""
+    """One actor per GPU (or per node without GPUs) unless --actors says. Each actor reads and decodes
+    its own images, so there are no other tasks to leave room for: a CPU actor asks Ray for the CPUs
+    its inference threads use (the cluster's CPUs shared out; asking for them also spreads the actors
+    over the nodes) and decodes with two low-priority threads, as the local engine does; a GPU actor
+    asks for one GPU and its share of the CPUs, all of them decode threads."""
     cpus = float(resources.get("CPU", 1))
     gpus = int(resources.get("GPU", 0))
     wants_gpu = device in ("cuda", "tensorrt") or (device == "auto" and gpus > 0)
@@ -265,29 +269,31 @@ def plan_actors(resources: dict, nodes: int, actors: int | None, device: str, th
     actors = actors or (gpus if wants_gpu else max(1, nodes))
     if wants_gpu and actors > gpus:
         raise RuntimeUserError(f"--actors {actors} asks for one GPU each but the Ray cluster has {gpus}")
-    cpus_each = min(1.0, cpus / (actors + 1))
-    if not wants_gpu and threads is None:
-        threads = max(1, int(cpus // actors))
-    return ActorLayout(actors, 1 if wants_gpu else 0, threads, cpus_each)
+    share = cpus / actors
+    if wants_gpu:
+        cpus_each = max(float(int(share)), min(1.0, share))
+        return ActorLayout(actors, 1, threads, cpus_each, max(2, int(share)))
+    threads = threads or max(1, int(share))
+    return ActorLayout(actors, 0, threads, min(float(threads), share), 2)
 
 
-def build_dataset(inputs, run, pending: list[int], preprocess, scorer_options: dict, layout: ActorLayout):
+def build_dataset(inputs, run, pending: list[int], scorer_options: dict, layout: ActorLayout):
+    """The pending blocks of the input table (paths and shard offsets: about 100 bytes an image), mapped
+    by the actor pool; an actor reads, decodes, crops and scores, so only small rows travel."""
     import ray
 
     table = inputs.table()
     blocks = [table.slice(block * run.block_size, block_length(run, block)) for block in pending]
-    dataset = ray.data.from_arrow(blocks)
-    dataset = dataset.map_batches(cut_crops, batch_size=run.block_size, batch_format="pyarrow",
-                                  fn_kwargs={"preprocess": preprocess, "max_pixels": scorer_options["max_pixels"]},
-                                  num_cpus=layout.cpus_each / 2)
-    return dataset.map_batches(ScoreActor, batch_size=run.block_size, batch_format="numpy",
-                               fn_constructor_kwargs={"scorer_options": scorer_options, "run": run},
-                               compute=ray.data.ActorPoolStrategy(size=layout.actors),
-                               num_cpus=layout.cpus_each, num_gpus=layout.gpus_each or None)
+    return ray.data.from_arrow(blocks).map_batches(
+        ScoreActor, batch_size=None, batch_format="pyarrow",
+        fn_constructor_kwargs={"scorer_options": scorer_options, "run": run},
+        compute=ray.data.ActorPoolStrategy(size=layout.actors),
+        num_cpus=layout.cpus_each, num_gpus=layout.gpus_each or None)
 
 
 def collect_blocks(dataset, run, pending: list[int], parts: Parts, quiet: bool) -> int:
-    """Gather the scored rows into their blocks; write each block the moment it is complete."""
+    """Gather the scored rows into their blocks; write each block the moment it is complete. An actor
+    returns whole blocks, but a block retried after an actor died may come back as pieces."""
     import pyarrow as pa
 
     waiting: dict[int, list] = {}
@@ -297,7 +303,8 @@ def collect_blocks(dataset, run, pending: list[int], parts: Parts, quiet: bool) 
     for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
         blocks = batch.column("index").to_numpy() // run.block_size
         for block in np.unique(blocks):
-            rows = batch.filter(pa.array(blocks == block))
+            rows = batch if blocks[0] == blocks[-1] == block and (blocks == block).all() else \
+                batch.filter(pa.array(blocks == block))
             waiting.setdefault(int(block), []).append(rows)
             remaining[int(block)] -= rows.num_rows
             if remaining[int(block)] == 0:
@@ -313,88 +320,39 @@ def collect_blocks(dataset, run, pending: list[int], parts: Parts, quiet: bool) 
 def finished_block(pieces):
     import pyarrow as pa
 
-    table = pa.concat_tables(pieces)
+    table = pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
     return table.sort_by("index").drop_columns(["index"])
 
 
-# -- tasks and actors ----------------------------------------------------------------------------
-class CropCutter:
-    """The Scorer's decode-and-crop step without the Scorer's backend: a task that only cuts crops
-    needs no model session, and borrowing `Scorer.prepare` keeps one definition of the step."""
-
-    prepare = Scorer.prepare
-
-    def __init__(self, preprocess, max_pixels):
-        self.preprocess, self.max_pixels = preprocess, max_pixels
-
-
-def cut_crops(batch, preprocess, max_pixels):
-    """Ray task: read and decode a batch of images into their crops (an image that fails keeps its
-    error and all-zero crops, which nobody scores). Decoding runs at a lower CPU priority, in a
-    thread that ends with the task, so it fills gaps around inference on shared cores."""
-    import pyarrow as pa
-    from ray.data.extensions import ArrowTensorArray
-
-    cutter = CropCutter(preprocess, max_pixels)
-    rows = batch.to_pylist()
-    with ThreadPoolExecutor(1, initializer=yield_to_inference) as pool:
-        prepared = list(pool.map(lambda row: _prepare_row(cutter, row), rows))
-    size, count = preprocess.crop_size, preprocess.crops_per_image
-    crops = np.zeros((len(rows), count, size, size, 3), dtype=np.uint8)
-    for i, (image_crops, _, _) in enumerate(prepared):
-        if image_crops is not None:
-            crops[i] = image_crops
-    return pa.table({
-        "index": batch.column("index"),
-        "path": batch.column("path"),
-        "crops": ArrowTensorArray.from_numpy(crops),
-        "warning": pa.array([warning for _, warning, _ in prepared], pa.string()),
-        "error": pa.array([error for _, _, error in prepared], pa.string()),
-    })
-
-
-def _prepare_row(cutter: CropCutter, row: dict):
-    """(crops, warning, error) of one input row: a file path, or a member of a tar shard."""
-    try:
-        if row["shard"] is None:
-            return *cutter.prepare(row["path"], row["path"]), None
-        try:
-            data = read_member(row["shard"], row["offset"], row["size"])
-        except OSError as exc:
-            raise RuntimeUserError(f"the shard '{row['shard']}' cannot be read ({exc.strerror}); check it") from None
-        return *cutter.prepare(data, row["path"]), None
-    except RuntimeUserError as exc:
-        return None, None, str(exc)
-
-
+# -- the actors ----------------------------------------------------------------------------------
 class ScoreActor:
-    """Ray actor holding ONE backend session (one per GPU, or a share of the cores)."""
+    """Ray actor holding ONE backend session (one per GPU, or a share of the cores). It scores a block
+    with the local engine's own loop (Scorer.score_many: a small pool of low-priority threads reads,
+    decodes and crops the next images while the backend scores), so a row's score is the local one."""
 
     def __init__(self, scorer_options: dict, run):
-        self.scorer = Scorer(**scorer_options)
+        self.scorer = SourceScorer(**scorer_options)
         self.run = run
         self.calls = 0
 
-    def __call__(self, batch: dict) -> "pa.Table":  # noqa: F821 - pyarrow is imported lazily
+    def __call__(self, block: "pa.Table") -> "pa.Table":  # noqa: F821 - pyarrow is imported lazily
         import pyarrow as pa
 
         self.calls += 1
         exit_once_for_tests(self.calls)
-        errors = batch["error"]
-        values = [None if errors[i] is not None else self.scorer.score_crops(batch["crops"][i])
-                  for i in range(len(errors))]
-        columns = {"index": pa.array(batch["index"], pa.int64()), "path": pa.array(batch["path"], pa.string())}
-        for column, scene in enumerate(self.run.scenes):
-            columns[scene] = pa.array([None if v is None else float(v[column]) for v in values], pa.float64())
-        rows = len(errors)
+        rows = list(self.scorer.score_many(source_of(row) for row in block.to_pylist()))
+        count = len(rows)
+        columns = {"index": block.column("index"), "path": block.column("path")}
+        for scene in self.run.scenes:
+            columns[scene] = pa.array([None if row.scores is None else row.scores[scene] for row in rows],
+                                      pa.float64())
         columns.update({
-            "crops": pa.array([self.run.crops] * rows, pa.string()),
-            "crop_count": pa.array([0 if v is None else len(batch["crops"][i]) for i, v in enumerate(values)],
-                                   pa.int32()),
-            "error": pa.array(list(errors), pa.string()),
-            "warning": pa.array(list(batch["warning"]), pa.string()),
-            "model_sha256": pa.array([self.run.model_sha256] * rows, pa.string()),
-            "manifest_id": pa.array([self.run.manifest_id] * rows, pa.string()),
+            "crops": pa.array([self.run.crops] * count, pa.string()),
+            "crop_count": pa.array([row.crops if row.ok else 0 for row in rows], pa.int32()),
+            "error": pa.array([row.error for row in rows], pa.string()),
+            "warning": pa.array([row.warning for row in rows], pa.string()),
+            "model_sha256": pa.array([self.run.model_sha256] * count, pa.string()),
+            "manifest_id": pa.array([self.run.manifest_id] * count, pa.string()),
         })
         return pa.table(columns)
 

@@ -25,7 +25,7 @@ from runtime.cli import expand_paths
 from runtime.errors import RuntimeUserError
 from runtime.manifest import load_manifest
 from runtime.ray_engine import TEST_ACTOR_EXIT, RayOptions, check_reachable, plan_actors, score_with_ray
-from runtime.ray_inputs import list_inputs
+from runtime.inputs import list_inputs
 from runtime.score_table import Parts, make_run, manifest_id, select_keep
 from runtime.scorer import Scorer
 from runtime_fixtures import make_model, textured_image
@@ -290,13 +290,17 @@ def test_ray_options_need_the_ray_engine_and_an_output(images, model):
     assert result.exit_code == 1 and "name it with --out" in result.output
 
 
-def test_actors_leave_room_for_decoding():
+def test_actors_share_out_the_cpus_and_decode_themselves():
     one = plan_actors({"CPU": 2.0}, 1, None, "auto", None)
-    assert (one.actors, one.threads, one.cpus_each, one.gpus_each) == (1, 2, 1.0, 0)
+    assert (one.actors, one.threads, one.cpus_each, one.gpus_each, one.workers) == (1, 2, 2.0, 0, 2)
     two = plan_actors({"CPU": 2.0}, 1, 2, "auto", None)
-    assert two.threads == 1 and 2 * two.cpus_each < 2.0
+    assert (two.threads, two.cpus_each) == (1, 1.0)
+    nodes = plan_actors({"CPU": 64.0}, 4, None, "auto", None)      # one actor per node, asking for a node's CPUs
+    assert (nodes.actors, nodes.threads, nodes.cpus_each) == (4, 16, 16.0)
+    told = plan_actors({"CPU": 2.0}, 1, None, "cpu", 8)             # more threads than CPUs still schedules
+    assert (told.threads, told.cpus_each) == (8, 2.0)
     gpus = plan_actors({"CPU": 32.0, "GPU": 4.0}, 2, None, "auto", None)
-    assert (gpus.actors, gpus.gpus_each) == (4, 1)
+    assert (gpus.actors, gpus.gpus_each, gpus.cpus_each, gpus.workers) == (4, 1, 8.0, 8)
     with pytest.raises(RuntimeUserError, match="has none"):
         plan_actors({"CPU": 2.0}, 1, None, "cuda", None)
 
