@@ -21,6 +21,7 @@ import os
 import socket
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def score_with_ray(arguments, out: Path, options: RayOptions, *, model=None, bac
     elif finished is not None:
         raise RuntimeUserError(f"'{out}' already exists and holds other results; choose another --out or delete it")
     else:
-        scorer_options = dict(model=str(manifest.folder if model is None else model), backend=backend,
+        scorer_options = dict(model=str(Path(manifest.folder if model is None else model).resolve()), backend=backend,
                               device=device, threads=threads, batch=batch, precision=precision,
                               crops=preprocess.crops, seed=seed, scene=scene, max_pixels=max_pixels)
         score_missing_blocks(inputs, run, parts, scorer_options, options, quiet, summary)
@@ -160,6 +161,10 @@ def _say(text: str) -> None:
 def run_pipeline(inputs, run, pending: list[int], parts: Parts, scorer_options: dict,
                  options: RayOptions, quiet: bool) -> int:
     """Score the pending blocks and write each as a part file; returns the images scored."""
+    # Ray's C++ core logs notices as errors on stderr (e.g. about the actors' restart policy that we
+    # chose, or each retry of a refused connection); a real failure still reaches us as an exception.
+    # Read when Ray is imported, so set first. RAY_BACKEND_LOG_LEVEL=info shows them.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     import ray
 
     started_here = connect(options.address)
@@ -187,19 +192,53 @@ def connect(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
-    # Ray's C++ core logs notices as errors on stderr (e.g. about the actors' restart policy that we
-    # chose); a real failure still reaches us as an exception. RAY_BACKEND_LOG_LEVEL=info shows them.
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     if address is None:
         ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
         return True
     check_reachable(address)
-    try:
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise RuntimeUserError(f"cannot join the Ray cluster at '{address}' ({str(exc).splitlines()[0]}); "
-                               f"check --ray-address") from None
-    return True
+    failure = None
+    with _native_stderr_captured() as captured:
+        try:
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            failure = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    if failure is None:
+        return True
+    if "InvalidAuthToken" in captured.text or "Unauthenticated" in captured.text:
+        raise RuntimeUserError(f"the Ray cluster at '{address}' refused this driver's token; {_token_advice()}")
+    raise RuntimeUserError(f"cannot join the Ray cluster at '{address}' ({failure}); check --ray-address")
+
+
+def _token_advice() -> str:
+    """Ray (2.59 and later) starts clusters with token authentication, but a driver joining an explicit
+    address sends a token only when RAY_AUTH_MODE=token says so (docs/ray.md)."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        return "put the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token ('ray get-auth-token' on the head node)"
+    return ("set RAY_AUTH_MODE=token, with the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token "
+            "('ray get-auth-token' on the head node)")
+
+
+@contextmanager
+def _native_stderr_captured():
+    """File descriptor 2 into a temporary file for a while: Ray's C++ client writes a line there for
+    every refused attempt to reach the cluster (about twenty), before any log level applies. The
+    text is in `.text` afterwards."""
+    import tempfile
+    from types import SimpleNamespace
+
+    captured = SimpleNamespace(text="")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as file:
+        os.dup2(file.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            file.seek(0)
+            captured.text = file.read().decode("utf-8", "replace")
 
 
 def check_reachable(address: str) -> None:
@@ -224,7 +263,9 @@ def quiet_ray_logs() -> None:
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     logging.getLogger("ray").setLevel(logging.ERROR)
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    # A failure reaches the driver as an exception: a user's mistake is said in one sentence, a bug of
+    # ours is raised with its traceback; Ray Data's own copy of either would only repeat it.
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
 
 
 def _user_error_inside(exc: BaseException) -> RuntimeUserError | None:
@@ -284,9 +325,11 @@ def build_dataset(inputs, run, pending: list[int], scorer_options: dict, layout:
 
     table = inputs.table()
     blocks = [table.slice(block * run.block_size, block_length(run, block)) for block in pending]
-    return ray.data.from_arrow(blocks).map_batches(
+    # from_blocks, not from_arrow: from_arrow reads each block's schema in a Ray task, which starts
+    # worker processes (seconds) before the first image is scored; from_blocks reads it here.
+    return ray.data.from_blocks(blocks).map_batches(
         ScoreActor, batch_size=None, batch_format="pyarrow",
-        fn_constructor_kwargs={"scorer_options": scorer_options, "run": run},
+        fn_constructor_kwargs={"scorer_options": scorer_options, "run": run, "folder": os.getcwd()},
         compute=ray.data.ActorPoolStrategy(size=layout.actors),
         num_cpus=layout.cpus_each, num_gpus=layout.gpus_each or None)
 
@@ -330,14 +373,23 @@ class ScoreActor:
     with the local engine's own loop (Scorer.score_many: a small pool of low-priority threads reads,
     decodes and crops the next images while the backend scores), so a row's score is the local one."""
 
-    def __init__(self, scorer_options: dict, run):
-        self.scorer = SourceScorer(**scorer_options)
+    def __init__(self, scorer_options: dict, run, folder: str):
+        if os.path.isdir(folder):
+            os.chdir(folder)        # relative paths mean here what they meant to the driver (a shared filesystem)
         self.run = run
         self.calls = 0
+        try:
+            self.scorer, self.failure = SourceScorer(**scorer_options), None
+        except RuntimeUserError as exc:
+            # Raised from here, Ray would report a dead actor (a traceback); raised from the first block,
+            # it reaches the driver as the RuntimeUserError it is, and its one sentence is said there.
+            self.scorer, self.failure = None, exc
 
     def __call__(self, block: "pa.Table") -> "pa.Table":  # noqa: F821 - pyarrow is imported lazily
         import pyarrow as pa
 
+        if self.failure is not None:
+            raise self.failure
         self.calls += 1
         exit_once_for_tests(self.calls)
         rows = list(self.scorer.score_many(source_of(row) for row in block.to_pylist()))

@@ -279,6 +279,21 @@ def test_an_unreachable_ray_address_is_one_sentence(images, model, tmp_path):
         check_reachable("localhost")
 
 
+def test_a_cluster_refusing_the_token_is_one_sentence(ray_address, images, model, tmp_path):
+    """Ray 2.59+ starts local clusters with token authentication (the test's Ray too); a driver that
+    joins an explicit address without RAY_AUTH_MODE=token sends no token and is refused."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        pytest.skip("this Ray started without token authentication")
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("RAY_AUTH")}
+    done = subprocess.run([sys.executable, "-m", "gamma_edge.cli", "score", str(images), "--engine", "ray",
+                           "--ray-address", ray_address, "--out", str(tmp_path / "x.parquet"), "--model", str(model)],
+                          cwd=REPO, capture_output=True, text=True, timeout=180, env=environment)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"Error: the Ray cluster at '{ray_address}' refused this driver's token; set RAY_AUTH_MODE=token, with "
+        f"the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token ('ray get-auth-token' on the head node)"]
+
+
 def test_ray_options_need_the_ray_engine_and_an_output(images, model):
     from click.testing import CliRunner
 
