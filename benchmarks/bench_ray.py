@@ -10,7 +10,8 @@ Each configuration runs in its own driver process (so the driver's peak RSS is i
 single-process scorer (Scorer.score_many, what `gamma-edge score` runs, with its default threads:
 all cores, two decode threads), and the Ray engine with 1 and 2 actors (its defaults: the cores
 shared out as inference threads, two decode threads per actor) joining a local Ray that this script
-starts once (its start time is reported apart). Configurations are interleaved per round (this
+starts once, as the engine starts a local one (workers at the driver's priority; its start time is
+reported apart). Configurations are interleaved per round (this
 machine's speed drifts) and medians are reported, with a 4096^2 float32 GEMM probe per round and the
 load average before and after. Figures per configuration: images/s end to end (the driver's whole
 run: model load, for Ray also joining, planning, actor start and the final Parquet); images/s in
@@ -167,6 +168,7 @@ def main() -> None:
     count = write_images(work / "images", arguments.images)
     print(f"# load average before: {load_average()}", flush=True)
     start = time.perf_counter()
+    os.environ.setdefault("RAY_worker_niceness", "0")      # as `--engine ray` starts a local Ray (ray_engine.connect)
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     ray_start = time.perf_counter() - start
     address = ray.get_runtime_context().gcs_address
