@@ -196,7 +196,7 @@ def connect(address: str | None) -> bool:
         # Ray runs its workers 15 nice levels below the driver; here the actors ARE the work, and their
         # decode threads lower themselves to nice 10 as in the local engine, which ranks them too near
         # inference at nice 15 - 10 = 5: with two threads per session one preempted inference thread
-        # stalls every operator (measured: 1 actor at 0.77 of the local engine's steady rate, at 1.0
+        # stalls every operator (measured: 1 actor at 0.77 of the local engine's steady rate, at 1.05
         # with this). A cluster started by `ray start` keeps its own setting (docs/ray.md).
         os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
