@@ -149,7 +149,8 @@ def _output(out: Path | None, description: str):
 @click.option("--ray-address", default=None, help="[ray] The Ray cluster to join (HOST:PORT or auto); "
                                                   "default: start a local Ray.")
 @click.option("--actors", type=click.IntRange(min=1), default=None,
-              help="[ray] Scoring actors, one backend each. Default: one per GPU, else one per node.")
+              help="[ray] Scoring actors, one backend each. Default: one per GPU, else one single-threaded "
+                   "actor per CPU (--threads T: one per T CPUs).")
 @click.option("--block-size", type=click.IntRange(min=1), default=None,
               help="[ray] Images per block: the unit of memory, of part files and of resuming. Default: 128.")
 @click.option("--path-column", default="path", show_default=True,

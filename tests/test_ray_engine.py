@@ -306,14 +306,16 @@ def test_ray_options_need_the_ray_engine_and_an_output(images, model):
 
 
 def test_actors_share_out_the_cpus_and_decode_themselves():
-    one = plan_actors({"CPU": 2.0}, 1, None, "auto", None)
-    assert (one.actors, one.threads, one.cpus_each, one.gpus_each, one.workers) == (1, 2, 2.0, 0, 2)
-    two = plan_actors({"CPU": 2.0}, 1, 2, "auto", None)
-    assert (two.threads, two.cpus_each) == (1, 1.0)
-    nodes = plan_actors({"CPU": 64.0}, 4, None, "auto", None)      # one actor per node, asking for a node's CPUs
-    assert (nodes.actors, nodes.threads, nodes.cpus_each) == (4, 16, 16.0)
+    default = plan_actors({"CPU": 2.0}, 1, None, "auto", None)    # one single-threaded actor per CPU
+    assert (default.actors, default.threads, default.cpus_each, default.gpus_each, default.workers) == (2, 1, 1.0, 0, 2)
+    one = plan_actors({"CPU": 2.0}, 1, 1, "auto", None)
+    assert (one.actors, one.threads, one.cpus_each) == (1, 2, 2.0)
+    nodes = plan_actors({"CPU": 64.0}, 4, None, "auto", None)
+    assert (nodes.actors, nodes.threads, nodes.cpus_each) == (64, 1, 1.0)
+    wide = plan_actors({"CPU": 64.0}, 4, None, "auto", 4)            # --threads 4: a quarter as many actors
+    assert (wide.actors, wide.threads, wide.cpus_each) == (16, 4, 4.0)
     told = plan_actors({"CPU": 2.0}, 1, None, "cpu", 8)             # more threads than CPUs still schedules
-    assert (told.threads, told.cpus_each) == (8, 2.0)
+    assert (told.actors, told.threads, told.cpus_each) == (1, 8, 2.0)
     gpus = plan_actors({"CPU": 32.0, "GPU": 4.0}, 2, None, "auto", None)
     assert (gpus.actors, gpus.gpus_each, gpus.cpus_each, gpus.workers) == (4, 1, 8.0, 8)
     with pytest.raises(RuntimeUserError, match="has none"):
