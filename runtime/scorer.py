@@ -193,12 +193,15 @@ def upscale_warning(shape: tuple[int, int], preprocess: Preprocess) -> str | Non
 
 
 def yield_to_inference(niceness: int = 10) -> None:
-    """Lower the calling thread's CPU priority (Linux: nice is per thread). Decoding ahead
-    must fill the gaps of inference, not preempt its threads: with as many inference
-    threads as cores, one preempted thread stalls every parallel op at its barrier."""
+    """Lower the calling thread's CPU priority by `niceness` below the process's (Linux: nice is per
+    thread; relative, so a process already niced, e.g. a Ray worker at +15, keeps its decode threads
+    that far below its inference threads). Decoding ahead must fill the gaps of inference, not preempt
+    its threads: with as many inference threads as cores, one preempted thread stalls every parallel op
+    at its barrier."""
     if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+            base = os.getpriority(os.PRIO_PROCESS, os.getpid())
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, base + niceness))
         except OSError:
             pass
 

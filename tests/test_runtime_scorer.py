@@ -1,4 +1,9 @@
 """Scorer and backends: runtime scores equal the graph's own scores on the same crops."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import onnxruntime as ort
@@ -153,3 +158,20 @@ def test_no_model_and_no_demo_model(tmp_path, monkeypatch):
 def test_no_model_means_the_embedded_demo_model():
     scorer = Scorer()
     assert scorer.manifest.folder.name == "demo" and scorer.scenes == ("natural",)
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread nice is Linux's")
+def test_decode_threads_yield_relative_to_the_process_priority():
+    """A process already niced (a Ray worker runs at +15 by default) keeps its decode threads 10 below
+    its inference threads, not at an absolute 10 that would rank them near or above inference."""
+    code = ("import os, threading; from runtime.scorer import yield_to_inference\n"
+            "seen = []\n"
+            "def work():\n"
+            "    yield_to_inference()\n"
+            "    seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))\n"
+            "t = threading.Thread(target=work); t.start(); t.join()\n"
+            "print(os.getpriority(os.PRIO_PROCESS, os.getpid()), seen[0])")
+    out = subprocess.run(["nice", "-n", "5", sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], check=True).stdout.split()
+    base, decode = int(out[0]), int(out[1])
+    assert decode == min(19, base + 10) and base >= 5
