@@ -14,21 +14,21 @@ import numpy as np
 
 # Each kind: (weakest, strongest) parameter.
 DISTORTIONS = {
-    "gaussian_blur": (0.8, 6.0),      # sigma, pixels
-    "motion_blur": (5, 31),           # kernel length, pixels (horizontal)
-    "gaussian_noise": (6.0, 60.0),    # standard deviation on 0..255
-    "jpeg": (50, 3),                  # JPEG quality (lower is worse)
-    "contrast": (0.7, 0.12),          # kept fraction of contrast around the mean grey
+    "gaussian_blur": (1.2, 6.0),      # sigma, pixels
+    "motion_blur": (7, 31),           # kernel length, pixels (horizontal unless drawn)
+    "gaussian_noise": (9.0, 60.0),    # standard deviation on 0..255
+    "jpeg": (30, 3),                  # JPEG quality (lower is worse)
+    "contrast": (0.6, 0.12),          # kept fraction of contrast around the mean grey (or a drawn pivot)
     "saturation": (0.6, 0.0),         # kept fraction of chroma
     "darken": (0.65, 0.12),           # brightness multiplier
     "brighten": (0.25, 0.85),         # fraction of the way to white
     "pixelate": (2.0, 12.0),          # down-and-up scaling factor
     # The demo model's recipe (RECIPE): each kind as users meet it, its nuisance drawn by `draw`.
-    "shot_noise": (400.0, 8.0),       # photons at white (Poisson; fewer is noisier)
-    "chroma_noise": (6.0, 45.0),      # standard deviation of blotchy colour noise on 0..255
-    "underexposure": (0.7, 3.5),      # exposure stops below (gain, gamma or linear-light exposure)
-    "overexposure": (0.5, 2.5),       # exposure stops above, clipped at white
-    "downscale": (1.6, 8.0),          # shrink factor, then back up to the original size
+    "shot_noise": (200.0, 8.0),       # photons at white (Poisson; fewer is noisier)
+    "chroma_noise": (9.0, 45.0),      # standard deviation of blotchy colour noise on 0..255
+    "underexposure": (0.9, 3.5),      # exposure stops below (gain, gamma or linear-light exposure)
+    "overexposure": (0.7, 2.5),       # exposure stops above, clipped at white
+    "downscale": (2.0, 8.0),          # shrink factor, then back up to the original size
     "combined": (1.0, 5.0),           # two or three of COMBINABLE, each at 0.8 x this level
 }
 # The kinds the demo model is trained on (scripts/build_demo_model.sh) and evaluated on.
