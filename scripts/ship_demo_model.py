@@ -120,7 +120,7 @@ def write_samples(items, kinds: list[str], levels: int) -> None:
     for item in items:
         if item.level == 0 or (item.kind in kinds and item.level in SAMPLE_LEVELS
                                and item.draw == 0):
-            name = f"{item.photo}_{item.kind}_{item.level}.png"
+            name = f"{item.photo}_pristine.png" if item.level == 0 else f"{item.photo}_{item.kind}_{item.level}.png"
             cv2.imwrite(str(SAMPLES_DIR / name), item.image, [cv2.IMWRITE_PNG_COMPRESSION, 9])
             labels.append((name, mos_of(item.level, levels)))
     with open(SAMPLES_DIR / "labels.csv", "w", newline="") as f:

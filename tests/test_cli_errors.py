@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from runtime_fixtures import make_model
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "runtime" / "samples" / "brick_pristine.png"
+SAMPLE = REPO / "runtime" / "samples" / "coins_pristine.png"
 DEMO = REPO / "runtime" / "models" / "demo"
 
 

@@ -32,7 +32,7 @@ from runtime_fixtures import CaptureSequence, FakeCapture, make_model, textured_
 from stream_servers import MjpegServer, Serve, blur_ramp, covered, frozen_at, live_scene, scripted
 
 REPO = Path(__file__).resolve().parents[1]
-PHOTO = Path(runtime.__file__).resolve().parent / "samples" / "chelsea_pristine.png"
+PHOTO = Path(runtime.__file__).resolve().parent / "samples" / "motorcycle_pristine.png"
 INTERVAL = 0.05                     # the test cameras deliver 20 frames/s
 FAST = dict(backoff=(0.05, 0.2), open_timeout=3.0, read_timeout=1.0)
 

@@ -21,7 +21,7 @@ from runtime.hardware import CpuInfo
 from runtime.manifest import load_manifest
 
 MODELS = Path(__file__).resolve().parents[1] / "runtime" / "models"
-SAMPLE = Path(__file__).resolve().parents[1] / "runtime" / "samples" / "brick_pristine.png"
+SAMPLE = Path(__file__).resolve().parents[1] / "runtime" / "samples" / "coins_pristine.png"
 
 EPYC_AVX2 = CpuInfo("AMD EPYC", "x86_64", frozenset({"sse4_2", "avx", "avx2", "fma"}), "zen3")
 EPYC_ZEN4 = CpuInfo("AMD EPYC 9R14", "x86_64", frozenset(
