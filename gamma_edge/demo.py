@@ -66,7 +66,7 @@ def ranking(scorer, card: dict) -> tuple[dict, list, np.ndarray]:
               show_default=True, help="Folder for the annotated video, the JSON lines and the plot.")
 @click.option("--threads", type=int, default=None, help="Inference threads (default: all cores).")
 def demo_command(out: Path, threads):
-    """Run the whole chain on the embedded demo model (10-35 s on a 2-core CPU).
+    """Run the whole chain on the embedded demo model (10-40 s on a 2-core CPU).
 
     The demo model is small and rates only the degradations its model card claims
     (printed as "reliable"; the others are listed as not learned); it is not the
@@ -124,9 +124,10 @@ def _show_ranking(fp32, card: dict):
     pooled = srcc(reference, -np.array([item.level for item in items]))
     reliable = [k for k, r in per_kind.items() if r["claimed"]]
     click.echo(f"   all kinds and photos pooled: SRCC {pooled:.3f} over {len(items)} images")
-    click.echo(f"   Rely on it for: {', '.join(reliable) or 'nothing'}. Not for the other kinds, nor for real "
-               "camera defects, aesthetics, faces, AI-generated or underwater images: it is a demo, not the "
-               "paper's model trained on 12 datasets.")
+    rely = (f"Rely on it for: {', '.join(reliable)}. Not for the other kinds, nor" if reliable else
+            "Rely on it for no kind: it learned none to that bar on photos it never saw. Nor")
+    click.echo(f"   {rely} for real camera defects, aesthetics, faces, AI-generated or underwater images: "
+               "it is a demo of the toolkit, not the paper's model trained on 12 datasets.")
     return per_kind, items, reference
 
 
