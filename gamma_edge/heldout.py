@@ -27,7 +27,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from gamma_edge.distortions import EXPOSURE_METHODS, RECIPE, combination, parameter
+from gamma_edge.distortions import (EXPOSURE_METHODS, RECIPE, combination, linear_to_srgb, parameter,
+                                    srgb_to_linear)
 
 LEVELS = 5
 DRAWS = 3                 # random degradations per (photo, kind, level)
@@ -113,9 +114,7 @@ def _motion(rgb: np.ndarray, length: float, angle: float) -> np.ndarray:
 def _exposure(rgb: np.ndarray, stops: float, method: str) -> np.ndarray:
     """Exposure by `stops` three ways that agree on where mid-grey lands (a LUT, as a camera would)."""
     v = np.arange(256) / 255.0
-    linear = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
-    scaled = np.clip(linear * 2.0 ** stops, 0.0, 1.0)
-    srgb = np.where(scaled <= 0.0031308, scaled * 12.92, 1.055 * scaled ** (1 / 2.4) - 0.055)
+    srgb = linear_to_srgb(srgb_to_linear(v) * 2.0 ** stops)     # the sRGB curve is a standard, not a recipe
     grey = min(float(np.interp(0.5, v, srgb)), 0.995)
     curve = {"exposure": srgb, "gain": v * grey / 0.5, "gamma": v ** (np.log(grey) / np.log(0.5))}[method]
     return _clip(curve * 255.0)[rgb]
