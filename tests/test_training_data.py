@@ -251,10 +251,39 @@ def test_synthetic_set_has_a_known_quality_order_and_unseen_test_photos(tmp_path
     assert len(load_dataset(spec, "train").samples) + len(load_dataset(spec, "eval").samples) == summary["images"]
 
 
+def test_views_and_dead_leaves_add_training_scenes_only(tmp_path):
+    summary = synth.make_synthetic_dataset(tmp_path, photos=["astronaut", "moon", "chelsea"], kinds=["jpeg"],
+                                           levels=1, short_side=96, test_photos=["chelsea"], views=3, leaves=2)
+    assert summary["scenes"] == 3 + 2 * 2 + 2
+    with open(tmp_path / "meta_info.csv") as f:
+        rows = list(csv.DictReader(f))
+    scenes = {split: {r["photo"] for r in rows if r["split"] == split} for split in ("train", "test")}
+    assert scenes["test"] == {"chelsea"}                       # the held-out photo as it is, no views of it
+    assert scenes["train"] == {"astronaut", "astronaut-v1", "astronaut-v2", "moon", "moon-v1", "moon-v2",
+                               "leaves-0", "leaves-1"}
+
+    def pristine(scene):
+        return cv2.imread(str(tmp_path / "images" / scene / "pristine_0.png"))[..., ::-1]
+
+    for photo in ("astronaut", "moon"):
+        views = [pristine(s) for s in (photo, f"{photo}-v1", f"{photo}-v2")]
+        assert all(min(v.shape[:2]) == 96 for v in views)
+        assert len({v.tobytes() for v in views}) == 3           # each view is another scene
+    moon = pristine("moon-v1")
+    assert (moon[..., 0] == moon[..., 1]).all()                 # a grey photo's views stay grey
+    leaves = pristine("leaves-0").astype(np.int16)
+    assert leaves.shape == (96, 128, 3) and len(np.unique(leaves.reshape(-1, 3), axis=0)) > 50
+    # Noise-free: most pixels equal their right-hand neighbour (inside a disc).
+    same = (np.abs(np.diff(leaves, axis=1)).sum(-1) == 0)
+    assert same.mean() > 0.3
+    with pytest.raises(GammaUserError, match="--views"):
+        synth.make_synthetic_dataset(tmp_path / "bad", photos=["astronaut", "moon"], views=0)
+
+
 def test_synthetic_set_is_deterministic(tmp_path):
     for out in ("a", "b"):
         synth.main(["--out", str(tmp_path / out), "--photos", "rocket", "chelsea", "--kinds", "gaussian_noise",
-                    "jpeg", "--levels", "2", "--short-side", "96"])
+                    "jpeg", "--levels", "2", "--short-side", "96", "--views", "2", "--leaves", "1"])
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert files
     for name in files:

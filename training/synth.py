@@ -46,7 +46,9 @@ PHOTOS = {
 GREY_PHOTOS = {"camera": "camera.png", "moon": "moon.png", "coins": "coins.png", "grass": "grass.png",
                "brick": "brick.png", "gravel": "gravel.png", "cell": "cell.png"}
 # Photographs other installed packages ship (package, path inside it).
-OTHER_PHOTOS = {"grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")}
+OTHER_PHOTOS = {"grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+                "china": ("sklearn", "datasets/images/china.jpg"),
+                "flower": ("sklearn", "datasets/images/flower.jpg")}
 
 
 def photo_path(name: str) -> Path:
@@ -68,15 +70,19 @@ def photo_path(name: str) -> Path:
     return Path(skimage.data.__file__).parent / files[name]
 
 
-def load_photo(name: str, short_side: int) -> np.ndarray:
-    """A shipped photograph as RGB uint8, resized so its short side is `short_side`."""
+def read_photo(name: str) -> np.ndarray:
+    """A shipped photograph as RGB uint8 at its own size."""
     path = photo_path(name)
     if not path.is_file():
         raise GammaUserError(f"photo '{name}' ({path}) is not in the installed scikit-image package")
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise GammaUserError(f"photo '{name}' ({path}) cannot be decoded")
-    image = image[..., ::-1]
+    return np.ascontiguousarray(image[..., ::-1])
+
+
+def fit_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
+    """`image` resized so its short side is `short_side` (area filter down, cubic up)."""
     h, w = image.shape[:2]
     factor = short_side / min(h, w)
     size = (round(w * factor), round(h * factor))
@@ -84,16 +90,65 @@ def load_photo(name: str, short_side: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(image, size, interpolation=interpolation))
 
 
+def load_photo(name: str, short_side: int) -> np.ndarray:
+    """A shipped photograph as RGB uint8, resized so its short side is `short_side`."""
+    return fit_short_side(read_photo(name), short_side)
+
+
+def random_view(photo: np.ndarray, short_side: int, rng: np.random.Generator) -> np.ndarray:
+    """Another scene from one photograph: a random crop (never upscaled where the photo is large
+    enough), turned by a multiple of 90 degrees, maybe mirrored, its hue turned by up to 20 degrees,
+    saturation x0.7-1.3 and white balance x0.9-1.1 per channel. Sharpness, noise and exposure are
+    left as the photo has them, so the view is as pristine as the photo."""
+    h, w = photo.shape[:2]
+    side = rng.uniform(min(1.0, short_side / min(h, w)), 1.0) * min(h, w)
+    long = side * rng.uniform(1.0, 1.5)
+    ch, cw = (side, long) if rng.random() < 0.5 else (long, side)
+    ch, cw = round(min(h, ch)), round(min(w, cw))
+    y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    view = np.rot90(photo[y:y + ch, x:x + cw], k=int(rng.integers(4)))
+    if rng.random() < 0.5:
+        view = view[:, ::-1]
+    view = fit_short_side(np.ascontiguousarray(view), short_side)
+    if view[..., 0].tobytes() != view[..., 1].tobytes():       # colour photos only
+        hsv = cv2.cvtColor(view, cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
+        hsv[..., 0] = (hsv[..., 0] + rng.uniform(-14, 14)) % 256          # 256 steps = 360 degrees
+        hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.7, 1.3), 0, 255)
+        view = cv2.cvtColor(hsv.round().astype(np.uint8), cv2.COLOR_HSV2RGB_FULL)
+        view = np.clip(view * rng.uniform(0.9, 1.1, size=3), 0, 255).round().astype(np.uint8)
+    return view
+
+
+def dead_leaves(shape: tuple[int, int], palette: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A dead-leaves scene (occluding discs with radii drawn from p(r) ~ r^-3, the texture chart camera
+    tests use, e.g. ISO 19567-2, for its natural-image statistics):
+    colours drawn from `palette` (pixels of real photos), drawn at 2x and area-downscaled, so edges
+    are anti-aliased and the scene is sharp and noise-free."""
+    h, w = shape
+    canvas = np.empty((2 * h, 2 * w, 3), np.uint8)
+    canvas[:] = palette[rng.integers(len(palette))]
+    r_min, r_max = 2.0, 2 * min(h, w) / 3
+    u = rng.random(15000)                                    # ~3x the canvas covered
+    radii = (r_min ** -2 - u * (r_min ** -2 - r_max ** -2)) ** -0.5
+    for radius in radii:                                     # later discs fall on top
+        centre = (int(rng.integers(2 * w)), int(rng.integers(2 * h)))
+        colour = tuple(int(c) for c in palette[rng.integers(len(palette))])
+        cv2.circle(canvas, centre, int(round(radius)), colour, -1, lineType=cv2.LINE_AA)
+    return np.ascontiguousarray(cv2.resize(canvas, (w, h), interpolation=cv2.INTER_AREA))
+
+
 def make_synthetic_dataset(out: str | Path, photos=None, kinds=None, levels: int = 5, short_side: int = 256,
                            test_fraction: float = 0.25, seed: int = 0, variants: int = 0,
-                           test_photos=None) -> dict:
+                           test_photos=None, views: int = 1, leaves: int = 0) -> dict:
     """Write the dataset to `out`; returns a summary (counts, test photos).
 
     variants 0: each (photo, kind, level) once with the kind's fixed defaults. variants N >= 1: N
     versions, each with its own random nuisance (gamma_edge.distortions.draw: the motion's angle,
     the exposure method, ...), and the pristine photo listed len(kinds) times so that it weighs in
     training like one level of one kind in N draws would not drown it. `test_photos` names the
-    held-out photos instead of drawing them."""
+    held-out photos instead of drawing them. views N > 1: each training photo gives N scenes, itself and
+    N - 1 random views (random_view: crop, turn, mirror, colour); leaves N: N dead-leaves scenes in
+    the training split, coloured from the training photos. Test photos are used as they are."""
     out = Path(out)
     photos = list(photos or PHOTOS)
     kinds = list(kinds or DISTORTIONS)
@@ -102,6 +157,8 @@ def make_synthetic_dataset(out: str | Path, photos=None, kinds=None, levels: int
         raise GammaUserError(f"unknown distortion {unknown[0]}; known: {', '.join(DISTORTIONS)}")
     if levels < 1:
         raise GammaUserError("--levels must be at least 1")
+    if views < 1 or leaves < 0:
+        raise GammaUserError("--views must be at least 1 and --leaves at least 0")
     if len(set(photos)) < 2:
         raise GammaUserError("the synthetic set needs at least 2 photos (one for training, one for testing)")
     rng = np.random.default_rng(seed)
@@ -113,9 +170,23 @@ def make_synthetic_dataset(out: str | Path, photos=None, kinds=None, levels: int
         n_test = min(len(photos) - 1, max(1, round(test_fraction * len(photos))))
         test_photos = set(rng.choice(sorted(set(photos)), size=n_test, replace=False).tolist())
 
-    rows = []
+    scenes = []                                              # (name, image, split)
     for p_index, photo in enumerate(photos):
-        image = load_photo(photo, short_side)
+        split = "test" if photo in test_photos else "train"
+        scenes.append((photo, load_photo(photo, short_side), split))
+        if split == "train" and views > 1:
+            raw = read_photo(photo)
+            scenes += [(f"{photo}-v{v}", random_view(raw, short_side, np.random.default_rng([seed, p_index, v])),
+                        split) for v in range(1, views)]
+    if leaves:
+        pixels = np.concatenate([image.reshape(-1, 3) for _, image, split in scenes if split == "train"])
+        palette = pixels[np.random.default_rng([seed, 7]).integers(len(pixels), size=20000)]
+        shape = (short_side, round(short_side * 4 / 3))
+        scenes += [(f"leaves-{i}", dead_leaves(shape, palette, np.random.default_rng([seed, 8, i])), "train")
+                   for i in range(leaves)]
+
+    rows = []
+    for p_index, (photo, image, split) in enumerate(scenes):
         folder = out / "images" / photo
         folder.mkdir(parents=True, exist_ok=True)
         versions = [("pristine", 0, "", image)]
@@ -128,7 +199,6 @@ def make_synthetic_dataset(out: str | Path, photos=None, kinds=None, levels: int
                     nuisance = draw(kind, np.random.default_rng([seed, p_index, k_index, level, v]))
                     versions.append((kind, level, f"_{v}",
                                      distort(image, kind, level, levels, noise_seed * 31 + v, nuisance)))
-        split = "test" if photo in test_photos else "train"
         for kind, level, suffix, version in versions:
             name = f"{photo}/{kind}_{level}{suffix}.png"
             ok, data = cv2.imencode(".png", version[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
@@ -144,7 +214,7 @@ def make_synthetic_dataset(out: str | Path, photos=None, kinds=None, levels: int
     split = {"1": {"train": [i for i, r in enumerate(rows) if r[5] == "train"], "val": [],
                    "test": [i for i, r in enumerate(rows) if r[5] == "test"]}}
     (out / "split.json").write_text(json.dumps(split))
-    return {"images": len(rows), "photos": photos, "test_photos": sorted(test_photos), "kinds": kinds,
+    return {"images": len(rows), "photos": photos, "scenes": len(scenes), "test_photos": sorted(test_photos), "kinds": kinds,
             "levels": levels, "out": str(out)}
 
 
@@ -166,15 +236,22 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", type=int, default=0,
                         help="versions per photo, kind and level, each with a random nuisance (motion angle, "
                              "exposure method, noise channels, ...); 0 (default): one, with fixed defaults")
+    parser.add_argument("--views", type=int, default=1,
+                        help="scenes per training photo: itself and N-1 random views (crop, 90-degree turn, mirror, "
+                             "hue, saturation, white balance); default 1 (the photo only)")
+    parser.add_argument("--leaves", type=int, default=0,
+                        help="add N dead-leaves scenes (occluding discs, the camera-test texture chart) coloured "
+                             "from the training photos, to the training split (default 0)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
         summary = make_synthetic_dataset(args.out, args.photos, args.kinds, args.levels, args.short_side,
-                                         args.test_fraction, args.seed, args.variants, args.test_photos)
+                                         args.test_fraction, args.seed, args.variants, args.test_photos,
+                                         args.views, args.leaves)
     except GammaUserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {summary['images']} images of {len(summary['photos'])} photos x {len(summary['kinds'])} "
+    print(f"wrote {summary['images']} images of {summary['scenes']} scenes ({len(summary['photos'])} photos) x {len(summary['kinds'])} "
           f"distortions x {summary['levels']} levels (+ pristine) to {summary['out']}; "
           f"test photos (unseen in training): {', '.join(summary['test_photos'])}")
     print(f"train on it: python -m training.train --datasets synthetic:{summary['out']} ...")
