@@ -280,6 +280,31 @@ def test_views_and_dead_leaves_add_training_scenes_only(tmp_path):
         synth.make_synthetic_dataset(tmp_path / "bad", photos=["astronaut", "moon"], views=0)
 
 
+def test_own_photos_join_the_set_and_an_unreadable_one_is_reported(tmp_path, capsys):
+    own = tmp_path / "mine"
+    own.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("beach", "street"):
+        smooth = cv2.resize(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8), (160, 120), interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(own / f"{name}.jpg"), smooth, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    (own / "broken.png").write_bytes(b"not a png")
+    (own / "notes.txt").write_text("not an image")
+    code = synth.main(["--out", str(tmp_path / "set"), "--photos-dir", str(own), "--photos", "astronaut",
+                       "--test-photos", "street", "--kinds", "jpeg", "--levels", "1", "--short-side", "96",
+                       "--views", "2"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "skipped" in err and "broken.png" in err and "Traceback" not in err and "notes.txt" not in err
+    with open(tmp_path / "set" / "meta_info.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["photo"] for r in rows if r["split"] == "train"} == {"astronaut", "astronaut-v1", "beach", "beach-v1"}
+    assert {r["photo"] for r in rows if r["split"] == "test"} == {"street"}
+    beach = cv2.imread(str(tmp_path / "set" / "images" / "beach" / "pristine_0.png"))
+    assert beach.shape == (96, 128, 3)
+    assert synth.main(["--out", str(tmp_path / "x"), "--photos-dir", str(tmp_path / "nowhere")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
 def test_synthetic_set_is_deterministic(tmp_path):
     for out in ("a", "b"):
         synth.main(["--out", str(tmp_path / out), "--photos", "rocket", "chelsea", "--kinds", "gaussian_noise",

@@ -17,8 +17,8 @@ training. Output, in the IQA-PyTorch meta-info layout the registry's
     OUT/split.json      {"1": {"train": [row indices], "val": [], "test": [...]}}
     OUT/images/<photo>/<distortion>_<level>.png   (lossless; JPEG artefacts baked in)
 
-Only image files inside the installed scikit-image package are read (never
-skimage.data's downloadable images), so this works without internet.
+Only image files inside installed packages are read (never skimage.data's downloadable
+images), so this works without internet; --photos-dir adds the builder's own photos.
 
     python -m training.synth --out DIR [--photos astronaut coffee ...] [--levels 5]
 """
@@ -70,8 +70,38 @@ def photo_path(name: str) -> Path:
     return Path(skimage.data.__file__).parent / files[name]
 
 
-def read_photo(name: str) -> np.ndarray:
-    """A shipped photograph as RGB uint8 at its own size."""
+def own_photos(folder: str | Path) -> tuple[dict[str, Path], list[str]]:
+    """The builder's own photos: every readable image in `folder` (not its subfolders), named by its
+    file stem, and one sentence per file that could not be read (skipped)."""
+    from runtime.errors import RuntimeUserError
+    from runtime.images import IMAGE_SUFFIXES, read_image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GammaUserError(f"--photos-dir '{folder}' is not a folder")
+    found, skipped = {}, []
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        try:
+            read_image(path)
+        except RuntimeUserError as exc:
+            skipped.append(f"skipped: {exc}")
+            continue
+        if path.stem in found or path.stem in {*PHOTOS, *GREY_PHOTOS, *OTHER_PHOTOS}:
+            skipped.append(f"skipped '{path}': another photo is already named '{path.stem}'; rename the file")
+            continue
+        found[path.stem] = path
+    if not found:
+        raise GammaUserError(f"--photos-dir '{folder}' holds no readable image "
+                             f"({', '.join(sorted(IMAGE_SUFFIXES)[:6])}, ...)")
+    return found, skipped
+
+
+def read_photo(name: str | Path) -> np.ndarray:
+    """A shipped photograph (by name) or an image file (a Path) as RGB uint8 at its own size."""
+    if isinstance(name, Path):
+        from runtime.images import read_image
+
+        return np.ascontiguousarray(read_image(name)[..., ::-1])
     path = photo_path(name)
     if not path.is_file():
         raise GammaUserError(f"photo '{name}' ({path}) is not in the installed scikit-image package")
@@ -90,7 +120,7 @@ def fit_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(image, size, interpolation=interpolation))
 
 
-def load_photo(name: str, short_side: int) -> np.ndarray:
+def load_photo(name: str | Path, short_side: int) -> np.ndarray:
     """A shipped photograph as RGB uint8, resized so its short side is `short_side`."""
     return fit_short_side(read_photo(name), short_side)
 
@@ -139,7 +169,7 @@ def dead_leaves(shape: tuple[int, int], palette: np.ndarray, rng: np.random.Gene
 
 def make_synthetic_dataset(out: str | Path, photos=None, kinds=None, levels: int = 5, short_side: int = 256,
                            test_fraction: float = 0.25, seed: int = 0, variants: int = 0,
-                           test_photos=None, views: int = 1, leaves: int = 0) -> dict:
+                           test_photos=None, views: int = 1, leaves: int = 0, photos_dir=None) -> dict:
     """Write the dataset to `out`; returns a summary (counts, test photos).
 
     variants 0: each (photo, kind, level) once with the kind's fixed defaults. variants N >= 1: N
@@ -148,9 +178,11 @@ def make_synthetic_dataset(out: str | Path, photos=None, kinds=None, levels: int
     training like one level of one kind in N draws would not drown it. `test_photos` names the
     held-out photos instead of drawing them. views N > 1: each training photo gives N scenes, itself and
     N - 1 random views (random_view: crop, turn, mirror, colour); leaves N: N dead-leaves scenes in
-    the training split, coloured from the training photos. Test photos are used as they are."""
+    the training split, coloured from the training photos. Test photos are used as they are.
+    photos_dir: the builder's own photos (own_photos) join `photos` (only they, without `photos`)."""
     out = Path(out)
-    photos = list(photos or PHOTOS)
+    own, skipped = own_photos(photos_dir) if photos_dir else ({}, [])
+    photos = [*(photos or ([] if own else PHOTOS)), *own]
     kinds = list(kinds or DISTORTIONS)
     unknown = [k for k in kinds if k not in DISTORTIONS]
     if unknown:
@@ -173,9 +205,10 @@ def make_synthetic_dataset(out: str | Path, photos=None, kinds=None, levels: int
     scenes = []                                              # (name, image, split)
     for p_index, photo in enumerate(photos):
         split = "test" if photo in test_photos else "train"
-        scenes.append((photo, load_photo(photo, short_side), split))
+        source = own.get(photo, photo)
+        scenes.append((photo, load_photo(source, short_side), split))
         if split == "train" and views > 1:
-            raw = read_photo(photo)
+            raw = read_photo(source)
             scenes += [(f"{photo}-v{v}", random_view(raw, short_side, np.random.default_rng([seed, p_index, v])),
                         split) for v in range(1, views)]
     if leaves:
@@ -214,7 +247,7 @@ def make_synthetic_dataset(out: str | Path, photos=None, kinds=None, levels: int
     split = {"1": {"train": [i for i, r in enumerate(rows) if r[5] == "train"], "val": [],
                    "test": [i for i, r in enumerate(rows) if r[5] == "test"]}}
     (out / "split.json").write_text(json.dumps(split))
-    return {"images": len(rows), "photos": photos, "scenes": len(scenes), "test_photos": sorted(test_photos), "kinds": kinds,
+    return {"images": len(rows), "photos": photos, "scenes": len(scenes), "skipped": skipped, "test_photos": sorted(test_photos), "kinds": kinds,
             "levels": levels, "out": str(out)}
 
 
@@ -227,6 +260,9 @@ def main(argv=None) -> int:
     parser.add_argument("--photos", nargs="+", default=None,
                         help=f"photos to use (default: the colour ones: {' '.join(PHOTOS)}; "
                              f"also: {' '.join([*GREY_PHOTOS, *OTHER_PHOTOS])})")
+    parser.add_argument("--photos-dir", default=None,
+                        help="also use every image in this folder (your own photos, named by file stem; unreadable "
+                             "ones are reported and skipped); without --photos, only these")
     parser.add_argument("--kinds", nargs="+", default=None, help=f"distortions (default all: {' '.join(DISTORTIONS)})")
     parser.add_argument("--levels", type=int, default=5, help="strength levels per distortion (default 5)")
     parser.add_argument("--short-side", type=int, default=256, help="resize photos to this short side (default 256)")
@@ -247,10 +283,12 @@ def main(argv=None) -> int:
     try:
         summary = make_synthetic_dataset(args.out, args.photos, args.kinds, args.levels, args.short_side,
                                          args.test_fraction, args.seed, args.variants, args.test_photos,
-                                         args.views, args.leaves)
+                                         args.views, args.leaves, args.photos_dir)
     except GammaUserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
+    for line in summary["skipped"]:
+        print(line, file=sys.stderr)
     print(f"wrote {summary['images']} images of {summary['scenes']} scenes ({len(summary['photos'])} photos) x {len(summary['kinds'])} "
           f"distortions x {summary['levels']} levels (+ pristine) to {summary['out']}; "
           f"test photos (unseen in training): {', '.join(summary['test_photos'])}")
