@@ -167,3 +167,15 @@ def evaluate(rows: list[Item], scores, kinds=RECIPE) -> dict:
         figures["claimed"] = all(figures[key] >= bar for key, bar in CLAIM_BAR.items())
         out[kind] = figures
     return out
+
+
+def markdown_table(figures: dict) -> list[str]:
+    """evaluate()'s figures as the markdown table of the model card and scripts/heldout_eval.py."""
+    levels = len(next(iter(figures.values()))["mean_by_level"])
+    lines = ["| kind | " + " | ".join(f"L{i}" for i in range(levels)) + " | SRCC | worst | pooled | pairs | |",
+             "|---|" + "---|" * (levels + 5)]
+    for kind, f in figures.items():
+        means = " | ".join(f"{m:.3f}" for m in f["mean_by_level"])
+        lines.append(f"| {kind} | {means} | {f['srcc']:.3f} | {f['srcc_min']:.3f} | {f['pooled']:.3f} | "
+                     f"{f['pairs']:.1%} | {'claimed' if f['claimed'] else 'not learned'} |")
+    return lines

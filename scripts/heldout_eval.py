@@ -19,17 +19,6 @@ from runtime import Scorer  # noqa: E402
 from training.synth import load_photo  # noqa: E402
 
 
-def table(figures: dict) -> str:
-    lines = ["| kind | " + " | ".join(f"L{i}" for i in range(heldout.LEVELS + 1))
-             + " | SRCC | worst | pooled | pairs | claimed |",
-             "|---|" + "---|" * (heldout.LEVELS + 6)]
-    for kind, f in figures.items():
-        means = " | ".join(f"{m:.3f}" for m in f["mean_by_level"])
-        lines.append(f"| {kind} | {means} | {f['srcc']:.3f} | {f['srcc_min']:.3f} | {f['pooled']:.3f} | "
-                     f"{f['pairs']:.1%} | {'yes' if f['claimed'] else 'no'} |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
@@ -44,7 +33,7 @@ def main() -> None:
     scores = [r.score for r in scorer.score_many([r.image for r in rows])]
     figures = heldout.evaluate(rows, scores)
     print(f"{args.model} on {', '.join(args.photos)} ({len(rows)} images, {time.perf_counter() - started:.0f} s)")
-    print(table(figures))
+    print("\n".join(heldout.markdown_table(figures)))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 

@@ -176,13 +176,8 @@ def write_card_markdown(card: dict) -> None:
         f"A kind is **claimed** only where SRCC >= {bar['srcc']}, pooled >= {bar['pooled']} and pairs >= "
         f"{bar['pairs']:.0%}.",
         "",
-        "| kind | " + " | ".join(f"L{i}" for i in range(card["levels"] + 1)) + " | SRCC | worst | pooled | pairs | |",
-        "|---|" + "---|" * (card["levels"] + 6),
+        *heldout.markdown_table(m["per_kind"]),
     ]
-    for kind, f in m["per_kind"].items():
-        levels = " | ".join(f"{v:.3f}" for v in f["mean_by_level"])
-        lines.append(f"| {kind} | {levels} | {f['srcc']:.3f} | {f['srcc_min']:.3f} | {f['pooled']:.3f} | "
-                     f"{f['pairs']:.1%} | {'claimed' if f['claimed'] else 'not learned'} |")
     lines += [
         "",
         f"**What it rates:** {', '.join(card['claimed']) or 'none of the kinds'}, within the ranges above."
