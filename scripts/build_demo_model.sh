@@ -21,14 +21,15 @@ SECONDS=0
 # The photos, split once and for all, before any training:
 #   test:       grace_hopper rocket motorcycle coins -- scored only by step 5, once; no training,
 #               calibration or recipe choice ever sees them (they ship as the demo's held-out photos)
-#   validation: camera chelsea -- in the synthetic set's test split: the training log and the recipe
+#   validation: camera chelsea flower -- in the synthetic set's test split: the training log and the recipe
 #               comparison (docs/training.md) look at them; never trained on
-#   training:   the other ten
+#   training:   the other eleven
 TEST_PHOTOS="grace_hopper rocket motorcycle coins"
 
-# 1. Synthetic quality set: 11 degradation kinds as users meet them (gamma_edge.distortions.RECIPE) at 5
-#    levels, 3 versions per level, each with a random nuisance (motion angle, exposure method, noise channels,
-#    contrast pivot, upscaling filter, the mix of a combination). Short side 320, as the held-out photos.
+# 1. Synthetic quality set: 106 scenes (the 11 training photos, 5 random views of each: crop, turn, mirror,
+#    colour; 40 dead-leaves scenes coloured from them), 11 degradation kinds as users meet them
+#    (gamma_edge.distortions.RECIPE) at 5 levels, each image with a random nuisance (motion angle, exposure
+#    method, noise channels, contrast pivot, upscaling filter, the mix of a combination). Short side 320.
 python -m training.synth --out "$work/data" --short-side 320 --seed 3 --variants 1 --views 6 --leaves 40 \
   --kinds gaussian_blur motion_blur gaussian_noise shot_noise chroma_noise underexposure overexposure jpeg \
           contrast downscale combined \
@@ -38,7 +39,7 @@ python -m training.synth --out "$work/data" --short-side 320 --seed 3 --variants
 # 2. Train: the tiny recipe (training/configs/synthetic_tiny.json) with the vision tower trained from its
 #    random start (--train-backbone) behind a frozen DCT patch embedding with colour-difference channels
 #    (--patch-embedding dct-chroma: luma frequencies let it see noise and blur, the CB/CR ones colour noise),
-#    Adam 1e-3, batch 16, 50 warm-up steps then cosine over 30 epochs. The shipped checkpoint is the LAST
+#    Adam 1e-3, batch 16, 50 warm-up steps then cosine over 20 epochs. The shipped checkpoint is the LAST
 #    one, not the best on any held-out photo. The recipe was chosen on the validation photos
 #    (docs/training.md, "The embedded demo model").
 python -m training.train --config synthetic_tiny --datasets synthetic:"$work/data" --out "$work/run" \
