@@ -121,7 +121,8 @@ def fit_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
 
 
 def load_photo(name: str | Path, short_side: int) -> np.ndarray:
-    """A shipped photograph as RGB uint8, resized so its short side is `short_side`."""
+    """A shipped photograph (by name) or an image file (a Path) as RGB uint8, resized so its short side
+    is `short_side`."""
     return fit_short_side(read_photo(name), short_side)
 
 
@@ -247,8 +248,8 @@ def make_synthetic_dataset(out: str | Path, photos=None, kinds=None, levels: int
     split = {"1": {"train": [i for i, r in enumerate(rows) if r[5] == "train"], "val": [],
                    "test": [i for i, r in enumerate(rows) if r[5] == "test"]}}
     (out / "split.json").write_text(json.dumps(split))
-    return {"images": len(rows), "photos": photos, "scenes": len(scenes), "skipped": skipped, "test_photos": sorted(test_photos), "kinds": kinds,
-            "levels": levels, "out": str(out)}
+    return {"images": len(rows), "photos": photos, "scenes": len(scenes), "skipped": skipped,
+            "test_photos": sorted(test_photos), "kinds": kinds, "levels": levels, "out": str(out)}
 
 
 def main(argv=None) -> int:
@@ -289,8 +290,8 @@ def main(argv=None) -> int:
         return 2
     for line in summary["skipped"]:
         print(line, file=sys.stderr)
-    print(f"wrote {summary['images']} images of {summary['scenes']} scenes ({len(summary['photos'])} photos) x {len(summary['kinds'])} "
-          f"distortions x {summary['levels']} levels (+ pristine) to {summary['out']}; "
+    print(f"wrote {summary['images']} images of {summary['scenes']} scenes ({len(summary['photos'])} photos) x "
+          f"{len(summary['kinds'])} distortions x {summary['levels']} levels (+ pristine) to {summary['out']}; "
           f"test photos (unseen in training): {', '.join(summary['test_photos'])}")
     print(f"train on it: python -m training.train --datasets synthetic:{summary['out']} ...")
     return 0
