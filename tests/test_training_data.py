@@ -285,7 +285,8 @@ def test_own_photos_join_the_set_and_an_unreadable_one_is_reported(tmp_path, cap
     own.mkdir()
     rng = np.random.default_rng(0)
     for name in ("beach", "street"):
-        smooth = cv2.resize(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8), (160, 120), interpolation=cv2.INTER_CUBIC)
+        coarse = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
+        smooth = cv2.resize(coarse, (160, 120), interpolation=cv2.INTER_CUBIC)
         cv2.imwrite(str(own / f"{name}.jpg"), smooth, [cv2.IMWRITE_JPEG_QUALITY, 95])
     (own / "broken.png").write_bytes(b"not a png")
     (own / "notes.txt").write_text("not an image")
