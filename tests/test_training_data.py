@@ -102,6 +102,8 @@ def test_full_reference_layout_and_skipped_first_rows(tmp_path):
     part = load_dataset(spec, "all")
     assert [s.path.split("/")[-1] for s in part.samples] == [f"d{i}.png" for i in range(3, 10)]
     assert part.samples[0].target == pytest.approx(1 - 3 / 10)
+    # The reference column groups a full-reference dataset's versions of one photo.
+    assert {s.group for s in part.samples} == {"mine/ref.png"}
 
 
 def test_missing_root_and_meta_info_stop_with_the_dataset_named(tmp_path):
@@ -208,6 +210,7 @@ def test_without_a_split_file_a_seeded_eight_two_split(tmp_path):
     spec = spec_of(root)
     train, test = load_dataset(spec, "train"), load_dataset(spec, "eval")
     assert len(train.samples) == 40 and len(test.samples) == 10
+    assert {s.group for s in train.samples} == {""}        # nr layout, no group_column: no groups
     assert not {s.row for s in train.samples} & {s.row for s in test.samples}
     assert [s.row for s in load_dataset(spec, "eval").samples] == [s.row for s in test.samples]
 
@@ -222,6 +225,28 @@ def test_epoch_order_is_a_function_of_seed_and_epoch_and_resumes_mid_epoch():
     # Two DDP ranks split one permutation between them.
     ranks = list(EpochOrder(20, 5, 3, rank=0, world=2)) + list(EpochOrder(20, 5, 3, rank=1, world=2))
     assert sorted(i for i, _ in ranks) == list(range(20))
+
+
+def test_grouped_epoch_order_keeps_runs_of_one_photo_and_splits_ranks_contiguously():
+    groups = [f"p{i % 5}" for i in range(40)] + ["", ""]          # 5 photos x 8 versions, 2 ungrouped
+    full = list(EpochOrder(42, 5, 3, groups=groups, group_size=4))
+    indices = [i for i, _ in full]
+    assert sorted(indices) == list(range(42))
+    assert full == list(EpochOrder(42, 5, 3, groups=groups, group_size=4))
+    assert indices != [i for i, _ in EpochOrder(42, 5, 4, groups=groups, group_size=4)]
+    assert list(EpochOrder(42, 5, 3, start=9, groups=groups, group_size=4)) == full[9:]
+    # The order is runs of 4 versions of one photo (or one ungrouped sample).
+    runs, k = [], 0
+    while k < len(indices):
+        size = 4 if groups[indices[k]] else 1
+        runs.append(indices[k:k + size])
+        k += size
+    assert len(runs) == 12 and all(len({groups[i] for i in run}) == 1 for run in runs)
+    # Two ranks take contiguous halves of the same permutation.
+    ranks = [[i for i, _ in EpochOrder(42, 5, 3, rank, 2, groups=groups, group_size=4)] for rank in (0, 1)]
+    assert ranks[0] + ranks[1] == indices
+    # group_size 0: the plain shuffle, as before.
+    assert list(EpochOrder(42, 5, 3, groups=groups)) == list(EpochOrder(42, 5, 3))
 
 
 # ---------------------------------------------------------------- synthetic set
@@ -249,6 +274,8 @@ def test_synthetic_set_has_a_known_quality_order_and_unseen_test_photos(tmp_path
     # It is read through the registry's "synthetic" entry.
     spec = resolve_datasets([f"synthetic:{tmp_path}"], load_registry())[0]
     assert len(load_dataset(spec, "train").samples) + len(load_dataset(spec, "eval").samples) == summary["images"]
+    # Each sample's group is its photo (the ranking loss pairs versions of one photo).
+    assert all(s.group == f"synthetic/{s.path.split('/')[-2]}" for s in load_dataset(spec, "all").samples)
 
 
 def test_views_and_dead_leaves_add_training_scenes_only(tmp_path):

@@ -185,6 +185,51 @@ def test_two_process_ddp_on_cpu_trains_and_writes_one_checkpoint_set(small_synth
     assert not torch.equal(initial["head.levels"], trained["head.levels"])
 
 
+# ---------------------------------------------------------------- ranking loss
+
+def test_rank_loss_asks_for_each_photos_order_by_the_targets_gap():
+    target = torch.tensor([1.0, 0.5, 0.0, 1.0, 0.5])
+    groups = ["a", "a", "a", "b", ""]
+    valid = torch.ones(5, dtype=torch.bool)
+    # In order with the targets' gaps: nothing to pay, whatever the other photo scores.
+    assert train.rank_loss(torch.tensor([0.9, 0.3, -0.3, 0.0, 0.9]), target, groups, valid) == 0
+    # a's two better versions are 0.2 short of the gap above its worst one: (0.2 + 0.2) over a's 3 pairs.
+    short = train.rank_loss(torch.tensor([0.8, 0.3, 0.0, 0.0, 0.9]), target, groups, valid)
+    assert short.item() == pytest.approx(0.4 / 3)
+    # An inverted pair pays the gap plus the inversion; an unreadable image takes no part.
+    inverted = torch.tensor([0.0, 0.5, 1.0, 0.0, 0.9])
+    assert train.rank_loss(inverted, target, groups, valid).item() == pytest.approx((1.0 + 2.0 + 1.0) / 3)
+    valid[2] = False
+    assert train.rank_loss(inverted, target, groups, valid).item() == pytest.approx(1.0)
+    assert train.rank_loss(inverted, target, ["", "", "", "", ""], valid) == 0
+
+
+def test_a_ranking_run_sees_versions_of_one_photo_in_every_batch(small_synthetic, tmp_path, monkeypatch):
+    pairs = []
+    original = train.rank_loss
+
+    def counting(predicted, target, groups, valid):
+        pairs.append(max(groups.count(g) for g in groups))
+        return original(predicted, target, groups, valid)
+
+    monkeypatch.setattr(train, "rank_loss", counting)
+    out = tmp_path / "run"
+    assert train.main(["--config", "synthetic_tiny", "--datasets", f"synthetic:{small_synthetic}", "--out", str(out),
+                       "--epochs", "1", "--eval-every", "0", "--rank-weight", "1", "--group-size", "4",
+                       "--no-progress"]) == 0
+    assert len(pairs) == 6 and min(pairs) >= 4      # 6 steps of 8: two runs of 4 versions of one photo each
+    assert json.loads((out / "train_config.json").read_text())["rank_weight"] == 1
+
+
+def test_ranking_without_grouped_batches_is_one_sentence(small_synthetic, tmp_path, capsys):
+    args = ["--config", "synthetic_tiny", "--datasets", f"synthetic:{small_synthetic}", "--out", str(tmp_path / "r"),
+            "--epochs", "1", "--rank-weight", "1"]
+    assert train.main(args) == 2
+    assert "set group_size (--group-size 4) as well" in capsys.readouterr().err
+    assert train.main([*args, "--group-size", "16"]) == 2
+    assert "group_size 16 is larger than batch_size 8" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- text tower, bad input
 
 def test_text_tower_runs_once_per_distinct_scene_in_a_step(small_synthetic, tmp_path, monkeypatch):

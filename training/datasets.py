@@ -44,7 +44,7 @@ MAX_MISSING_FRACTION = 0.05
 SPEC_KEYS = {"name", "title", "scene", "mos_range", "lower_better", "folder", "root", "meta_info",
              "image_dir", "split_file", "split_index", "layout", "image_column", "mos_column",
              "skip_first_rows", "eval_split", "resize_short_side", "resize_long_side", "split_seed",
-             "max_missing_fraction", "notes"}
+             "max_missing_fraction", "group_column", "notes"}
 
 
 @dataclass
@@ -65,6 +65,7 @@ class DatasetSpec:
     layout: str = "nr"                   # "nr": image, mos, ...; "fr": ref, image, mos, ...
     image_column: int | str | None = None
     mos_column: int | str | None = None
+    group_column: int | str | None = None   # the source photo of each row (default: "fr" layout's ref column)
     skip_first_rows: int = 0
     eval_split: str | None = None        # default: "test" if the split has one, else "val"
     resize_short_side: int | None = None
@@ -219,6 +220,7 @@ class Sample:
     row: int                      # row index in the meta-info file (0 = first data row)
     resize_short_side: int | None = None
     resize_long_side: int | None = None
+    group: str = ""               # "dataset/source photo": rows of one group are versions of one photo
 
 
 @dataclass
@@ -251,13 +253,13 @@ def load_dataset(spec: DatasetSpec, part: str) -> DatasetPart:
     image_root = root / spec.image_dir if spec.image_dir else root
     samples, missing = [], []
     for index in chosen:
-        line, name, mos = rows[index]
+        line, name, mos, group = rows[index]
         path = image_root / name
         if not path.is_file():
             missing.append((index, line, str(path)))
             continue
         samples.append(Sample(str(path), spec.normalise(mos), spec.scene, spec.name, index,
-                              spec.resize_short_side, spec.resize_long_side))
+                              spec.resize_short_side, spec.resize_long_side, f"{spec.name}/{group}" if group else ""))
     if missing and (len(missing) > spec.max_missing_fraction * len(chosen) or not samples):
         _, line, path = missing[0]
         raise GammaUserError(f"dataset '{spec.name}': {len(missing)} of {len(chosen)} images listed in {meta_path} "
@@ -271,8 +273,9 @@ def _under(root: Path, name: str) -> Path:
     return path if path.is_absolute() else root / path
 
 
-def _read_meta_info(spec: DatasetSpec, meta_path: Path) -> list[tuple[int, str, float]]:
-    """(line number, image name, MOS) per data row, after skip_first_rows."""
+def _read_meta_info(spec: DatasetSpec, meta_path: Path) -> list[tuple[int, str, float, str]]:
+    """(line number, image name, MOS, group) per data row, after skip_first_rows; the group (the
+    source photo) is "" where the dataset names none."""
     try:
         text = meta_path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -284,15 +287,17 @@ def _read_meta_info(spec: DatasetSpec, meta_path: Path) -> list[tuple[int, str, 
     header = [h.strip() for h in header]
     image_col = _column(spec, meta_path, header, spec.image_column, 1 if spec.layout == "fr" else 0, "image")
     mos_col = _column(spec, meta_path, header, spec.mos_column, 2 if spec.layout == "fr" else 1, "MOS")
+    group_col = _column(spec, meta_path, header, spec.group_column, 0 if spec.layout == "fr" else None, "group")
     lo, hi = spec.mos_range
     tolerance = 1e-9 * (hi - lo)
     rows = []
     for line_index, row in enumerate(reader, start=2):
         if not row or not any(cell.strip() for cell in row):
             continue
-        if len(row) <= max(image_col, mos_col):
+        needed = max(image_col, mos_col, -1 if group_col is None else group_col) + 1
+        if len(row) < needed:
             raise GammaUserError(f"dataset '{spec.name}': line {line_index} of {meta_path} has {len(row)} columns, "
-                                 f"expected at least {max(image_col, mos_col) + 1}")
+                                 f"expected at least {needed}")
         name, text_mos = row[image_col].strip(), row[mos_col].strip()
         try:
             mos = float(text_mos)
@@ -302,16 +307,18 @@ def _read_meta_info(spec: DatasetSpec, meta_path: Path) -> list[tuple[int, str, 
         if not (lo - tolerance <= mos <= hi + tolerance):
             raise GammaUserError(f"dataset '{spec.name}': line {line_index} of {meta_path} ({name}) has MOS {mos:g} "
                                  f"outside the declared range [{lo:g}, {hi:g}]; fix the data or the dataset's mos_range")
-        rows.append((line_index, name, mos))
+        rows.append((line_index, name, mos, "" if group_col is None else row[group_col].strip()))
     rows = rows[spec.skip_first_rows:]
     if not rows:
         raise GammaUserError(f"dataset '{spec.name}': meta-info file {meta_path} has no data rows")
     return rows
 
 
-def _column(spec, meta_path, header, wanted, default, what) -> int:
+def _column(spec, meta_path, header, wanted, default, what) -> int | None:
     if wanted is None:
         wanted = default
+    if wanted is None:
+        return None
     if isinstance(wanted, int):
         if wanted >= len(header):
             raise GammaUserError(f"dataset '{spec.name}': meta-info file {meta_path} has {len(header)} columns; "
@@ -425,7 +432,7 @@ class TrainingImages(torch.utils.data.Dataset):
         else:
             tensor = torch.zeros(3, c, c)
         return {"image": tensor, "target": torch.tensor(sample.target, dtype=torch.float32),
-                "scene": sample.scene, "dataset": sample.dataset, "path": sample.path,
+                "scene": sample.scene, "dataset": sample.dataset, "path": sample.path, "group": sample.group,
                 "valid": torch.tensor(valid)}
 
 
@@ -435,22 +442,53 @@ class EpochOrder(torch.utils.data.Sampler):
     Uses DistributedSampler's shuffle (seed + epoch, rank::world), so one process and
     N DDP processes draw from the same permutation; `start` skips the samples a killed
     run already trained on. Yields (index, per-sample seed) pairs for TrainingImages.
+
+    With `groups` (one key per sample) and `group_size` >= 2 the permutation is made of runs of
+    `group_size` samples of one group (versions of one photo, for the ranking loss), the runs
+    shuffled; each process takes a contiguous slice of N // world samples.
     """
 
-    def __init__(self, size: int, seed: int, epoch: int, rank: int = 0, world: int = 1, start: int = 0):
+    def __init__(self, size: int, seed: int, epoch: int, rank: int = 0, world: int = 1, start: int = 0,
+                 groups: Sequence[str] | None = None, group_size: int = 0):
         from torch.utils.data.distributed import DistributedSampler
 
-        self.sampler = DistributedSampler(range(size), num_replicas=world, rank=rank, shuffle=True, seed=seed)
-        self.sampler.set_epoch(epoch)
         self.seed, self.epoch, self.start = seed, epoch, start
+        if groups is not None and group_size >= 2:
+            if len(groups) != size:
+                raise ValueError(f"{len(groups)} group keys for {size} samples")
+            order = grouped_permutation(groups, group_size, seed, epoch)
+            share = size // world
+            self.indices = order[rank * share:(rank + 1) * share]
+        else:
+            sampler = DistributedSampler(range(size), num_replicas=world, rank=rank, shuffle=True, seed=seed)
+            sampler.set_epoch(epoch)
+            self.indices = list(sampler)
 
     def __len__(self):
-        return len(self.sampler) - self.start
+        return len(self.indices) - self.start
 
     def __iter__(self):
-        for position, index in enumerate(self.sampler):
+        for position, index in enumerate(self.indices):
             if position >= self.start:
                 yield index, sample_seed(self.seed, self.epoch, index)
+
+
+def grouped_permutation(groups: Sequence[str], group_size: int, seed: int, epoch: int) -> list[int]:
+    """A permutation of range(len(groups)) in runs of up to `group_size` indices of one group
+    (a group's members shuffled, cut into runs, the runs shuffled); "" is a group of its own per
+    sample. A pure function of (groups, group_size, seed, epoch)."""
+    rng = np.random.default_rng([seed, epoch, 0x6770])
+    members: dict[str, list[int]] = {}
+    runs = []
+    for index, group in enumerate(groups):
+        if group:
+            members.setdefault(group, []).append(index)
+        else:
+            runs.append([index])
+    for group in sorted(members):
+        shuffled = rng.permutation(members[group]).tolist()
+        runs += [shuffled[k:k + group_size] for k in range(0, len(shuffled), group_size)]
+    return [index for r in rng.permutation(len(runs)) for index in runs[r]]
 
 
 class EvaluationImages(torch.utils.data.Dataset):

@@ -47,7 +47,7 @@ SETTING_KEYS = {
     "meta_info_dir", "optimizer", "lr", "betas", "weight_decay", "schedule", "warmup_steps", "min_lr",
     "epochs", "batch_size", "steps_per_epoch", "crop_size", "hflip", "loss", "eval_crops", "eval_seed",
     "eval_batch_size", "eval_every", "eval_before_training", "eval_max_long_side", "seed", "num_workers",
-    "save_every", "train_backbone", "patch_embedding",
+    "save_every", "train_backbone", "patch_embedding", "rank_weight", "group_size",
 }
 # Settings that may change when a run is resumed: they do not alter what is computed.
 RESUME_OVERRIDABLE = {"num_workers"}
@@ -86,6 +86,16 @@ def check_settings(s: dict) -> dict:
         raise GammaUserError(f"schedule '{s['schedule']}' is not supported (cosine, constant)")
     if s["loss"] != "mse":
         raise GammaUserError(f"loss '{s['loss']}' is not supported (mse)")
+    rank_weight, group_size = s.get("rank_weight", 0.0), s.get("group_size", 0)
+    if not isinstance(rank_weight, (int, float)) or isinstance(rank_weight, bool) or rank_weight < 0:
+        raise GammaUserError(f"rank_weight must be a number >= 0, not {rank_weight!r}")
+    if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 0:
+        raise GammaUserError(f"group_size must be an integer >= 0, not {group_size!r}")
+    if rank_weight > 0 and group_size < 2:
+        raise GammaUserError("rank_weight needs batches holding several versions of a photo: set group_size "
+                             "(--group-size 4) as well")
+    if group_size > s["batch_size"]:
+        raise GammaUserError(f"group_size {group_size} is larger than batch_size {s['batch_size']}")
     if s["prompts"] not in ("sdp", "plain"):
         raise GammaUserError(f"prompts must be 'sdp' or 'plain', not '{s['prompts']}'")
     from runtime.manifest import CROP_PROTOCOLS as PROTOCOLS
@@ -283,6 +293,21 @@ def train(s: dict, out: Path, resume: bool = False, device: str | None = None, p
     return record
 
 
+def rank_loss(predicted: torch.Tensor, target: torch.Tensor, groups: list[str], valid: torch.Tensor) -> torch.Tensor:
+    """Pairwise order within a photo: over each pair of readable versions of one photo (same
+    non-empty group) with target_i > target_j, relu((target_i - target_j) - (predicted_i - predicted_j)):
+    the better version must score higher by at least the targets' gap. Mean over the batch's pairs
+    (0 when it has none). MSE alone fits each photo's absolute level; this term asks for the order
+    within a photo, which is what ranking a photo's versions (and the pristine-vs-degraded pairs) needs."""
+    codes = {g: k for k, g in enumerate(dict.fromkeys(groups))}
+    group = torch.tensor([codes[g] if g else -1 - k for k, g in enumerate(groups)], device=predicted.device)
+    same = (group[:, None] == group[None, :]) & valid[:, None] & valid[None, :]
+    gap = target[:, None] - target[None, :]
+    pairs = same & (gap > 1e-6)
+    shortfall = torch.relu(gap - (predicted[:, None] - predicted[None, :]))
+    return (shortfall * pairs).sum() / pairs.sum().clamp(min=1)
+
+
 class TrainingRun:
     """One training run's state, built in the order a failure should surface: data first (a wrong
     path fails before minutes of model building), then the model, optimizer and schedule."""
@@ -314,8 +339,6 @@ class TrainingRun:
             self.say(f"skipping {path}: {reason}")
 
     def _build(self) -> None:
-        from training.datasets import EpochOrder
-
         s, dist = self.s, self.dist
         model = build_model(s, s["seed"])
         for spec in self.specs:
@@ -327,8 +350,7 @@ class TrainingRun:
         self.model, self.trainable = model, model.trainable_parameters()
         self.optimizer = torch.optim.Adam(list(self.trainable.values()), lr=s["lr"], betas=tuple(s["betas"]),
                                           weight_decay=s["weight_decay"])
-        per_rank = EpochOrder(len(self.samples), s["seed"], 0, dist.rank, dist.world)
-        steps = len(per_rank) // s["batch_size"]
+        steps = len(self.order(0)) // s["batch_size"]
         if s["steps_per_epoch"]:
             steps = min(steps, int(s["steps_per_epoch"]))
         if steps < 1:
@@ -342,6 +364,14 @@ class TrainingRun:
         else:
             schedule = lambda step: 1.0  # noqa: E731
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+
+    def order(self, epoch: int, start: int = 0):
+        """This process's sample order for `epoch`, from sample `start` (training.datasets.EpochOrder)."""
+        from training.datasets import EpochOrder
+
+        s, dist = self.s, self.dist
+        return EpochOrder(len(self.samples), s["seed"], epoch, dist.rank, dist.world, start,
+                          groups=[sample.group for sample in self.samples], group_size=s.get("group_size", 0))
 
     def _restore(self) -> bool:
         """Continue a killed run exactly: trainable weights, optimizer, schedule, RNG, position.
@@ -401,11 +431,9 @@ class TrainingRun:
         """The epoch's steps (from where a killed run stopped); returns (images seen, start time, unreadable paths)."""
         from tqdm import tqdm
 
-        from training.datasets import EpochOrder
-
         s, dist, position = self.s, self.dist, self.position
         start = position["step_in_epoch"] if epoch == position["epoch"] else 0
-        order = EpochOrder(len(self.samples), s["seed"], epoch, dist.rank, dist.world, start * s["batch_size"])
+        order = self.order(epoch, start * s["batch_size"])
         loader = torch.utils.data.DataLoader(self.images, batch_size=s["batch_size"], sampler=order, drop_last=True,
                                              num_workers=s["num_workers"], pin_memory=dist.device.type == "cuda")
         self.model.train()
@@ -450,6 +478,8 @@ class TrainingRun:
         # runs backward (zero gradient) so DDP processes stay in step.
         weight = valid.float()
         loss = ((predicted.float() - target) ** 2 * weight).sum() / weight.sum().clamp(min=1)
+        if self.s.get("rank_weight", 0.0) > 0:
+            loss = loss + self.s["rank_weight"] * rank_loss(predicted.float(), target, list(batch["group"]), valid)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -568,6 +598,11 @@ def parse_args(argv=None):
     g.add_argument("--steps-per-epoch", type=int, help="cap the steps of an epoch (smoke runs)")
     g.add_argument("--schedule", choices=["cosine", "constant"])
     g.add_argument("--warmup-steps", type=int)
+    g.add_argument("--rank-weight", type=float,
+                   help="add W x a pairwise ranking loss over versions of one photo in a batch (the dataset's "
+                        "group_column; needs --group-size; default 0: MSE alone)")
+    g.add_argument("--group-size", type=int,
+                   help="build batches from runs of N versions of one photo (default 0: a plain shuffle)")
     g.add_argument("--seed", type=int)
     g.add_argument("--save-every", type=int, help="write the resume state every N steps (and at each epoch end)")
     g = parser.add_argument_group("evaluation")
