@@ -598,10 +598,10 @@ def parse_args(argv=None):
     g.add_argument("--steps-per-epoch", type=int, help="cap the steps of an epoch (smoke runs)")
     g.add_argument("--schedule", choices=["cosine", "constant"])
     g.add_argument("--warmup-steps", type=int)
-    g.add_argument("--rank-weight", type=float,
+    g.add_argument("--rank-weight", type=float, metavar="W",
                    help="add W x a pairwise ranking loss over versions of one photo in a batch (the dataset's "
                         "group_column; needs --group-size; default 0: MSE alone)")
-    g.add_argument("--group-size", type=int,
+    g.add_argument("--group-size", type=int, metavar="N",
                    help="build batches from runs of N versions of one photo (default 0: a plain shuffle)")
     g.add_argument("--seed", type=int)
     g.add_argument("--save-every", type=int, help="write the resume state every N steps (and at each epoch end)")
