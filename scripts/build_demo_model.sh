@@ -2,6 +2,8 @@
 # Rebuild the embedded demo model from nothing but shipped photographs:
 #   synthetic set -> training -> FP32 + INT8 ONNX export -> validation figures -> assets + model card.
 # Usage: bash scripts/build_demo_model.sh [WORK_DIR] [--no-ship]   (needs: pip install -e '.[full]'; ~35 min on 2 cores)
+# The synthetic set is byte-identical everywhere; the trained weights only on a CPU of the same kind with the
+# same thread count (docs/training.md, "Rebuilding on another CPU").
 #   --no-ship: stop after step 4 (a recipe under comparison: the test photos stay unseen until one is chosen;
 #              ship it later with step 5's command)
 set -euo pipefail
