@@ -27,7 +27,7 @@ from runtime import Scorer  # noqa: E402
 from runtime.benchmark_cli import SAMPLES_DIR  # noqa: E402
 from runtime.metrics import srcc  # noqa: E402
 from runtime.scorer import DEMO_MODEL  # noqa: E402
-from training.synth import load_photo  # noqa: E402
+from training.synth import load_photo, scene_source  # noqa: E402
 
 SAMPLE_LEVELS = (2, 5)
 SAMPLE_KINDS = 5          # kinds in runtime/samples (the first ones, in RECIPE order)
@@ -37,8 +37,8 @@ def main(work: Path, test_photos: list[str], short_side: int) -> None:
     data = work / "data"
     rows = list(csv.DictReader(open(data / "meta_info.csv")))
     scenes = sorted({r["photo"] for r in rows if r["split"] == "train"})
-    leaves = [scene for scene in scenes if scene.startswith("leaves-")]
-    trained_on = sorted({scene.split("-v")[0] for scene in scenes if scene not in leaves})
+    leaves = [scene for scene in scenes if scene_source(scene) is None]
+    trained_on = sorted({scene_source(scene) for scene in scenes if scene not in leaves})
     validation = sorted({r["photo"] for r in rows if r["split"] == "test"})
     seen = set(trained_on) | set(validation)
     if seen & set(test_photos):

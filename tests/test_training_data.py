@@ -307,6 +307,13 @@ def test_views_and_dead_leaves_add_training_scenes_only(tmp_path):
         synth.make_synthetic_dataset(tmp_path / "bad", photos=["astronaut", "moon"], views=0)
 
 
+def test_scene_names_lead_back_to_their_photo():
+    assert synth.scene_source(synth.view_name("kiev-valley", 12)) == "kiev-valley"
+    assert synth.scene_source("kiev-valley") == "kiev-valley"
+    assert synth.scene_source(synth.leaves_name(3)) is None
+    assert synth.scene_source("leaves-of-grass") == "leaves-of-grass"
+
+
 def test_own_photos_join_the_set_and_an_unreadable_one_is_reported(tmp_path, capsys):
     own = tmp_path / "mine"
     own.mkdir()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -70,6 +71,29 @@ def photo_path(name: str) -> Path:
     return Path(skimage.data.__file__).parent / files[name]
 
 
+LEAVES_PREFIX = "leaves-"
+_VIEW = re.compile(r"(.+)-v[1-9][0-9]*")
+
+
+def view_name(photo: str, view: int) -> str:
+    """The scene name of random view number `view` (>= 1) of a training photo."""
+    return f"{photo}-v{view}"
+
+
+def leaves_name(index: int) -> str:
+    """The scene name of dead-leaves scene number `index`."""
+    return f"{LEAVES_PREFIX}{index}"
+
+
+def scene_source(scene: str) -> str | None:
+    """The photo a scene of the set was made from (a view's photo, a photo itself); None for a
+    dead-leaves scene."""
+    if re.fullmatch(re.escape(LEAVES_PREFIX) + r"[0-9]+", scene):
+        return None
+    view = _VIEW.fullmatch(scene)
+    return view.group(1) if view else scene
+
+
 def own_photos(folder: str | Path) -> tuple[dict[str, Path], list[str]]:
     """The builder's own photos: every readable image in `folder` (not its subfolders), named by its
     file stem, and one sentence per file that could not be read (skipped)."""
@@ -85,6 +109,10 @@ def own_photos(folder: str | Path) -> tuple[dict[str, Path], list[str]]:
             read_image(path)
         except RuntimeUserError as exc:
             skipped.append(f"skipped: {exc}")
+            continue
+        if scene_source(path.stem) != path.stem:
+            skipped.append(f"skipped '{path}': names like 'x-v2' and 'leaves-3' are the set's own views and "
+                           "dead-leaves scenes; rename the file")
             continue
         if path.stem in found or path.stem in {*PHOTOS, *GREY_PHOTOS, *OTHER_PHOTOS}:
             skipped.append(f"skipped '{path}': another photo is already named '{path.stem}'; rename the file")
@@ -206,17 +234,16 @@ def make_synthetic_dataset(out: str | Path, photos=None, kinds=None, levels: int
     scenes = []                                              # (name, image, split)
     for p_index, photo in enumerate(photos):
         split = "test" if photo in test_photos else "train"
-        source = own.get(photo, photo)
-        scenes.append((photo, load_photo(source, short_side), split))
+        raw = read_photo(own.get(photo, photo))
+        scenes.append((photo, fit_short_side(raw, short_side), split))
         if split == "train" and views > 1:
-            raw = read_photo(source)
-            scenes += [(f"{photo}-v{v}", random_view(raw, short_side, np.random.default_rng([seed, p_index, v])),
+            scenes += [(view_name(photo, v), random_view(raw, short_side, np.random.default_rng([seed, p_index, v])),
                         split) for v in range(1, views)]
     if leaves:
         pixels = np.concatenate([image.reshape(-1, 3) for _, image, split in scenes if split == "train"])
         palette = pixels[np.random.default_rng([seed, 7]).integers(len(pixels), size=20000)]
         shape = (short_side, round(short_side * 4 / 3))
-        scenes += [(f"leaves-{i}", dead_leaves(shape, palette, np.random.default_rng([seed, 8, i])), "train")
+        scenes += [(leaves_name(i), dead_leaves(shape, palette, np.random.default_rng([seed, 8, i])), "train")
                    for i in range(leaves)]
 
     rows = []
