@@ -146,9 +146,9 @@ def write_card_markdown(card: dict) -> None:
         f"CLIP-shaped backbone (`gamma_edge/model_configs/{settings['model']}.json`)",
         "with random initial weights, since no pretrained CLIP can be loaded offline. Unlike the paper, whose",
         "backbone is pretrained CLIP and stays frozen, the vision tower trains too (`--train-backbone`)."
-        + (" Its patch embedding is a fixed bank of colour means and luma DCT basis functions"
-           " (`--patch-embedding dct`, training/patch_init.py), frozen." if settings.get("patch_embedding") == "dct"
-           else ""),
+        + (" Its patch embedding is a fixed, frozen bank of colour means and DCT basis functions"
+           f" (`--patch-embedding {settings['patch_embedding']}`, training/patch_init.py)."
+           if settings.get("patch_embedding", "random") != "random" else ""),
         "The text tower stays random and frozen (the trainable text experts adapt its prompt features).",
         "It is a demo of the toolkit, not the paper's model: it has never seen real camera defects,",
         "aesthetics, faces, AI-generated or underwater images, and its scores are on no public dataset's MOS",

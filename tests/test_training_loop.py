@@ -166,6 +166,21 @@ def test_resume_refuses_changed_settings_and_a_fresh_run_refuses_an_old_folder(s
     assert "drop --lr" in capsys.readouterr().err
 
 
+def test_a_run_from_before_a_setting_existed_resumes_with_it_off(small_synthetic, tmp_path):
+    out = tmp_path / "run"
+    assert train.main(["--config", "synthetic_tiny", "--datasets", f"synthetic:{small_synthetic}", "--out", str(out),
+                       "--epochs", "1", "--eval-every", "0", "--no-progress"]) == 0
+    # Runs written before the ranking options and the patch-embedding banks lack their keys.
+    stored = json.loads((out / "train_config.json").read_text())
+    for key in ("rank_weight", "group_size", "patch_embedding", "train_backbone"):
+        del stored[key]
+    (out / "train_config.json").write_text(json.dumps(stored))
+    settings = train.settings_from_args(train.parse_args(["--out", str(out), "--resume"]))
+    assert (settings["rank_weight"], settings["group_size"]) == (0.0, 0)
+    assert (settings["patch_embedding"], settings["train_backbone"]) == ("random", False)
+    assert train.main(["--out", str(out), "--resume", "--no-progress"]) == 0
+
+
 # ---------------------------------------------------------------- DDP
 
 def test_two_process_ddp_on_cpu_trains_and_writes_one_checkpoint_set(small_synthetic, tmp_path):

@@ -86,7 +86,7 @@ def check_settings(s: dict) -> dict:
         raise GammaUserError(f"schedule '{s['schedule']}' is not supported (cosine, constant)")
     if s["loss"] != "mse":
         raise GammaUserError(f"loss '{s['loss']}' is not supported (mse)")
-    rank_weight, group_size = s.get("rank_weight", 0.0), s.get("group_size", 0)
+    rank_weight, group_size = s["rank_weight"], s["group_size"]
     if not isinstance(rank_weight, (int, float)) or isinstance(rank_weight, bool) or rank_weight < 0:
         raise GammaUserError(f"rank_weight must be a number >= 0, not {rank_weight!r}")
     if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 0:
@@ -107,10 +107,10 @@ def check_settings(s: dict) -> dict:
             raise GammaUserError(f"{key} must be a positive integer, not {s[key]!r}")
     if not s["datasets"]:
         raise GammaUserError("no datasets selected; pass --datasets NAME[:ROOT] ...")
-    if s.get("patch_embedding", "random") not in PATCH_EMBEDDINGS:
+    if s["patch_embedding"] not in PATCH_EMBEDDINGS:
         raise GammaUserError(f"patch_embedding must be one of {', '.join(PATCH_EMBEDDINGS)}, "
                              f"not '{s['patch_embedding']}'")
-    if s.get("patch_embedding", "random") != "random" and s["init_backbone"]:
+    if s["patch_embedding"] != "random" and s["init_backbone"]:
         raise GammaUserError(f"patch_embedding '{s['patch_embedding']}' replaces a random backbone's patch convolution; "
                              "drop it when initialising from pretrained weights (--init-backbone)")
     return s
@@ -188,9 +188,9 @@ def build_model(s: dict, seed: int):
 
     model = create_model(s["model"], prompts=s["prompts"], scene_files=s["scenes_files"],
                          init_backbone=s["init_backbone"], seed=seed)
-    if s.get("train_backbone"):
+    if s["train_backbone"]:
         model.set_trainable(backbone=True)
-    if s.get("patch_embedding", "random") != "random":      # fixed frequency bank, frozen (training/patch_init.py)
+    if s["patch_embedding"] != "random":      # fixed frequency bank, frozen (training/patch_init.py)
         from training.patch_init import CHROMA_CHANNELS, dct_patch_bank
         conv = model.clip.visual.conv1
         chroma = CHROMA_CHANNELS if s["patch_embedding"] == "dct-chroma" else 0
@@ -371,7 +371,7 @@ class TrainingRun:
 
         s, dist = self.s, self.dist
         return EpochOrder(len(self.samples), s["seed"], epoch, dist.rank, dist.world, start,
-                          groups=[sample.group for sample in self.samples], group_size=s.get("group_size", 0))
+                          groups=[sample.group for sample in self.samples], group_size=s["group_size"])
 
     def _restore(self) -> bool:
         """Continue a killed run exactly: trainable weights, optimizer, schedule, RNG, position.
@@ -478,7 +478,7 @@ class TrainingRun:
         # runs backward (zero gradient) so DDP processes stay in step.
         weight = valid.float()
         loss = ((predicted.float() - target) ** 2 * weight).sum() / weight.sum().clamp(min=1)
-        if self.s.get("rank_weight", 0.0) > 0:
+        if self.s["rank_weight"] > 0:
             loss = loss + self.s["rank_weight"] * rank_loss(predicted.float(), target, list(batch["group"]), valid)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -629,7 +629,8 @@ def settings_from_args(args) -> dict:
         if fixed:
             raise GammaUserError(f"--resume continues the run as configured in {out / SETTINGS_FILE}; "
                                  f"drop --{fixed[0].replace('_', '-')}")
-        settings = json.loads((out / SETTINGS_FILE).read_text())
+        # A setting added after the run began takes the default config's value, which leaves it off.
+        settings = {**read_config(DEFAULT_CONFIG), **json.loads((out / SETTINGS_FILE).read_text())}
         settings.update(overrides)
         return settings
     if (out / STATE_FILE).exists():
