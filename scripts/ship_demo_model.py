@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from gamma_edge import heldout  # noqa: E402
 from gamma_edge.demo import ASSETS, CARD, ranking  # noqa: E402
 from gamma_edge.distortions import DISTORTIONS, RECIPE, describe, mos_of  # noqa: E402
+from gamma_edge.model import GammaConfig  # noqa: E402
 from runtime import Scorer  # noqa: E402
 from runtime.benchmark_cli import SAMPLES_DIR  # noqa: E402
 from runtime.metrics import srcc  # noqa: E402
@@ -76,6 +77,7 @@ def main(work: Path, test_photos: list[str], short_side: int) -> None:
     last = {"epoch": int(last["epoch"]), "protocol": "center", "srcc": round(float(last["srcc"]), 4),
             "plcc": round(float(last["plcc"]), 4), "images": int(last["images"])}
     settings = json.loads((work / "run" / "train_config.json").read_text())
+    trained_by = json.loads((work / "run" / "metrics.jsonl").read_text().splitlines()[-1]).get("machine")
     manifest = json.loads((DEMO_MODEL / "manifest.json").read_text())
     int8_manifest = json.loads((DEMO_MODEL.parent / "demo-int8" / "manifest.json").read_text())
     card.update({
@@ -106,7 +108,8 @@ def main(work: Path, test_photos: list[str], short_side: int) -> None:
         },
         "training": {"command": "bash scripts/build_demo_model.sh", "config": "training/configs/synthetic_tiny.json",
                      "settings": {k: settings[k] for k in ("model", "lr", "epochs", "batch_size", "train_backbone",
-                                                           "patch_embedding", "seed") if k in settings}},
+                                                           "patch_embedding", "seed") if k in settings},
+                     "machine": trained_by},
         "export": {"fp32": manifest.get("parity"), "checkpoint_sha256": manifest.get("checkpoint", {}).get("sha256")},
     })
     CARD.write_text(json.dumps(card, indent=2) + "\n")
@@ -137,13 +140,15 @@ def write_card_markdown(card: dict) -> None:
     m = card["metrics"]
     bar = card["bar"]
     settings = card["training"]["settings"]
+    vision = GammaConfig.from_name(settings["model"]).backbone["vision_cfg"]
     scenes = card["trained_on_scenes"]
     total = sum(scenes.values())
     lines = [
         "# Model card: gamma-edge demo model",
         "",
         "**What it is.** A small Gamma with the paper's structure (MoAE + scene prompts) on a small",
-        f"CLIP-shaped backbone (`gamma_edge/model_configs/{settings['model']}.json`)",
+        f"CLIP-shaped backbone (`gamma_edge/model_configs/{settings['model']}.json`: a {vision['layers']}-layer, "
+        f"width-{vision['width']} vision tower on {vision['patch_size']}-pixel patches of a {vision['image_size']}-pixel crop)",
         "with random initial weights, since no pretrained CLIP can be loaded offline. Unlike the paper, whose",
         "backbone is pretrained CLIP and stays frozen, the vision tower trains too (`--train-backbone`)."
         + (" Its patch embedding is a fixed, frozen bank of colour means and DCT basis functions"
@@ -195,7 +200,9 @@ def write_card_markdown(card: dict) -> None:
         "one, chosen by no held-out figure.",
         "",
         f"**Reproduce.** `{card['training']['command']}` (config `{card['training']['config']}`,",
-        f"settings {settings}). It rebuilds these weights on a CPU of the same kind with as many threads;",
+        f"settings {settings}). "
+        + (f"Trained on {card['training']['machine']}. " if card["training"].get("machine") else "")
+        + "It rebuilds these weights on a CPU of the same kind with as many threads;",
         "elsewhere it trains the same recipe to other weights and figures (docs/training.md, \"Rebuilding on",
         "another CPU\"). `gamma-edge demo` recomputes the table above from the shipped graph and",
         "says whether it matches this card.",

@@ -279,6 +279,14 @@ def key_metric(results: dict, protocol: str) -> float:
 
 # ---------------------------------------------------------------- the run
 
+def machine(device: torch.device) -> str:
+    """What trained an epoch, for its log record: CPU weights depend on the CPU kind and the thread count."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, {torch.cuda.device_count()} GPU(s) visible"
+    from runtime.hardware import detect_cpu
+    return f"{detect_cpu().describe()}; {torch.get_num_threads()} threads"
+
+
 def train(s: dict, out: Path, resume: bool = False, device: str | None = None, progress: bool = True,
           stop_after_steps: int | None = None) -> dict:
     """Run (or continue) a training run in `out`; returns the last evaluation record."""
@@ -410,6 +418,7 @@ class TrainingRun:
             self.network = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
         self.log = MetricsLog(self.out)
+        self.machine = machine(dist.device)
         self.images = TrainingImages(self.samples, s["crop_size"], s["hflip"])
         self.first_protocol = s["eval_crops"][0] if s["eval_crops"] else None
         n_params = sum(p.numel() for p in model.parameters())
@@ -504,7 +513,7 @@ class TrainingRun:
         record = {"epoch": epoch + 1, "global_step": position["global_step"],
                   "train_loss": loss_sum / max(1, loss_count), "lr": self.scheduler.get_last_lr()[0],
                   "images_per_s": seen / max(1e-9, time.perf_counter() - started),
-                  "skipped_images": len(self.skipped) + position["skipped_train"]}
+                  "skipped_images": len(self.skipped) + position["skipped_train"], "machine": self.machine}
         position.update(epoch=epoch + 1, step_in_epoch=0, loss_sum=0.0, loss_count=0)
         if dist.main:
             evaluate_now = s["eval_every"] and ((epoch + 1) % s["eval_every"] == 0 or epoch + 1 == s["epochs"])
