@@ -107,7 +107,8 @@ def test_best_and_last_checkpoints_load_and_say_what_they_are(converged_run):
     record = json.loads((converged_run / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["epoch"] == 14 and record["global_step"] == 252 and record["best"] is True
     # What trained it (CPU weights depend on the CPU kind and the thread count; the demo card says it).
-    assert record["machine"].endswith(f"; {torch.get_num_threads()} threads")
+    threads = torch.get_num_threads()
+    assert record["machine"].endswith(f"; {threads} thread{'s' if threads != 1 else ''}")
 
 
 def test_evaluate_cli_prints_the_table_matching_the_training_log(converged_run, synthetic, capsys):

@@ -284,7 +284,8 @@ def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, {torch.cuda.device_count()} GPU(s) visible"
     from runtime.hardware import detect_cpu
-    return f"{detect_cpu().describe()}; {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"{detect_cpu().describe()}; {threads} thread{'s' if threads != 1 else ''}"
 
 
 def train(s: dict, out: Path, resume: bool = False, device: str | None = None, progress: bool = True,
