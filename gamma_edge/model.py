@@ -46,12 +46,16 @@ class GammaConfig:
     def image_size(self) -> int:
         return int(self.backbone["vision_cfg"]["image_size"])
 
+    @staticmethod
+    def path_of(name: str) -> Path:
+        """The file a configuration name means: a shipped one by name, or the JSON file given."""
+        path = Path(name)
+        return path if path.suffix == ".json" else CONFIG_DIR / f"{name}.json"
+
     @classmethod
     def from_name(cls, name: str) -> "GammaConfig":
         """A shipped configuration ('gamma-vit-b-16', 'gamma-tiny', ...) or a JSON file path."""
-        path = Path(name)
-        if not path.suffix == ".json":
-            path = CONFIG_DIR / f"{name}.json"
+        path = cls.path_of(name)
         if not path.is_file():
             known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
             raise GammaUserError(f"unknown model configuration '{name}'; shipped ones: {known}, or give a .json file")

@@ -141,13 +141,15 @@ def write_card_markdown(card: dict) -> None:
     bar = card["bar"]
     settings = card["training"]["settings"]
     vision = GammaConfig.from_name(settings["model"]).backbone["vision_cfg"]
+    config_file = GammaConfig.path_of(settings["model"]).resolve()
+    config_file = config_file.relative_to(ROOT) if config_file.is_relative_to(ROOT) else config_file
     scenes = card["trained_on_scenes"]
     total = sum(scenes.values())
     lines = [
         "# Model card: gamma-edge demo model",
         "",
         "**What it is.** A small Gamma with the paper's structure (MoAE + scene prompts) on a small",
-        f"CLIP-shaped backbone (`gamma_edge/model_configs/{settings['model']}.json`: a {vision['layers']}-layer, "
+        f"CLIP-shaped backbone (`{config_file}`: a {vision['layers']}-layer, "
         f"width-{vision['width']} vision tower on {vision['patch_size']}-pixel patches of a {vision['image_size']}-pixel crop)",
         "with random initial weights, since no pretrained CLIP can be loaded offline. Unlike the paper, whose",
         "backbone is pretrained CLIP and stays frozen, the vision tower trains too (`--train-backbone`)."
