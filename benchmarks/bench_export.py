@@ -4,7 +4,7 @@
 
 Exports the graph through export_model (the product path: fused MoAE, folded
 input, constant text) as ORT FP32, ORT INT8 static and dynamic for every preset
-that runs faithfully on this CPU (runtime.hardware.applicable_presets: avx2
+that runs faithfully on this CPU (contract.hardware.applicable_presets: avx2
 everywhere on x86, avx512_vnni too where the CPU has VNNI), OpenVINO FP32 (and
 bf16 where the CPU computes bf16 natively) and OpenVINO INT8 (NNCF), plus an ORT
 FP32 graph with the MoAE left unfused and the last block computed for every
@@ -103,8 +103,7 @@ def main() -> None:
 
     from export.calibration import validation_set
     from export.validate import reference_scores
-    from runtime import hardware
-
+    from contract import hardware
     torch.set_num_threads(args.threads)
     work = Path(args.work or tempfile.mkdtemp(prefix="gamma-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -159,8 +158,7 @@ def eager_runners(model, skip: set) -> tuple[dict, dict]:
 
 def export_configurations(cpu) -> dict:
     """The product's exports worth timing on this CPU: every INT8 preset that runs faithfully here."""
-    from runtime import hardware
-
+    from contract import hardware
     exports = {"ORT FP32": dict(precision="fp32", fmt="onnx")}
     for preset in hardware.applicable_presets(cpu):
         for method in ("static", "dynamic"):
@@ -221,7 +219,7 @@ def unrewritten_runner(model, args, skip: set, work: Path, runners: dict, meta: 
 
 def measure_fidelity(runners: dict, meta: dict, val, reference) -> None:
     """Max |diff| and SRCC vs PyTorch for the rows without an export manifest of their own."""
-    from runtime.metrics import srcc
+    from contract.correlation import srcc
 
     for name in [n for n in runners if meta[n].get("measure")]:
         got = np.concatenate([runners[name](val[i:i + 8]) for i in range(0, len(val), 8)])

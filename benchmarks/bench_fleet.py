@@ -6,7 +6,7 @@
 For each number of streams N, interleaved per round (this machine's speed drifts):
 - backend: the backend alone, one call after another on a batch of min(N, batch) frames' crops:
   the most the fleet could score per second with that batch;
-- fleet: runtime/fleet.py, one reader per stream, one inference loop batching across streams;
+- fleet: runtime/fleet/runner.py, one reader per stream, one inference loop batching across streams;
 - separate: one StreamRunner (its own backend session) per stream, all in this process, the
   way N single-source runs would share the box.
 Per configuration: aggregate frames scored per second, capture-to-score latency p50 / p95 and
@@ -34,11 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))          # stream_servers: the MJPEG servers the tests use
 
-from runtime.benchmark_cli import gemm_probe  # noqa: E402
+from runtime.commands.benchmark import gemm_probe  # noqa: E402
 from runtime import Scorer, hardware  # noqa: E402
-from runtime.fleet import FleetOptions, FleetRunner  # noqa: E402
-from runtime.fleet_config import Camera  # noqa: E402
-from runtime.stream import RunOptions, StreamRunner, parse_source  # noqa: E402
+from runtime.fleet.runner import FleetOptions, FleetRunner  # noqa: E402
+from runtime.fleet.config import Camera  # noqa: E402
+from runtime.live.stream import RunOptions, StreamRunner, parse_source  # noqa: E402
 
 
 def serve(count: int, fps: float, size: tuple[int, int]) -> None:

@@ -5,7 +5,7 @@
 Writes the JPEGs (textured photos enlarged to --size) to a temporary folder, then scores the
 folder in a fresh process per configuration, as `gamma-edge score` does (Scorer.score_many,
 two decode threads), and reads the process's peak RSS (VmHWM in /proc/self/status; Linux). "full decode"
-switches the reduced JPEG decode off (runtime/images.py REDUCED_DECODE_MARGIN set out of
+switches the reduced JPEG decode off (contract/images.py REDUCED_DECODE_MARGIN set out of
 reach), which is how the runtime decoded before it existed. Rounds alternate the two
 configurations; the table gives medians and the CPU.
 """
@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 CHILD = r"""
 import json, sys, time
-import runtime.images
+import contract.images
 if sys.argv[1] == "full":
-    runtime.images.REDUCED_DECODE_MARGIN = 10 ** 9
+    contract.images.REDUCED_DECODE_MARGIN = 10 ** 9
 from runtime import Scorer
 from pathlib import Path
 scorer = Scorer(sys.argv[3] or None, threads=2)
@@ -66,8 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     width, height = map(int, args.size.lower().split("x"))
 
-    from runtime import hardware
-
+    from contract import hardware
     with tempfile.TemporaryDirectory(prefix="gamma-mem-") as folder:
         print(f"writing {args.images} JPEGs of {width}x{height} ...", flush=True)
         write_photos(Path(folder), args.images, width, height)

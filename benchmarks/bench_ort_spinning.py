@@ -3,7 +3,7 @@
     python benchmarks/bench_ort_spinning.py [--model runtime/models/demo] [--rounds 5]
     python benchmarks/bench_ort_spinning.py --graph WORK/ort-int8-dynamic/model.onnx [--batch 10]
 
-runtime/backends.py turns spinning off: on a 2-core machine spinning threads take the
+runtime/inference/backends.py turns spinning off: on a 2-core machine spinning threads take the
 cores the image decoder needs between batches. This measures that choice: two Scorers
 on the same model (one with ONNX Runtime's default, spinning), scoring the same
 photographs (the images scikit-image ships, full size), interleaved rounds, medians.
@@ -37,7 +37,7 @@ def main() -> None:
     import skimage
 
     from runtime import Scorer
-    from runtime.scorer import DEMO_MODEL
+    from runtime.inference.scorer import DEMO_MODEL
 
     data = Path(skimage.__file__).resolve().parent / "data"
     paths = sorted(p for p in data.iterdir() if p.suffix in (".png", ".jpg"))[:args.photos]

@@ -86,8 +86,8 @@ class Clock:
 
 
 def run_single_process(images: str, model: str, crops: str | None) -> dict:
-    from runtime.cli import expand_paths
-    from runtime.scorer import Scorer
+    from runtime.commands.score import expand_paths
+    from runtime.inference.scorer import Scorer
 
     clock = Clock()
     paths = expand_paths([images])
@@ -98,8 +98,8 @@ def run_single_process(images: str, model: str, crops: str | None) -> dict:
 
 def run_ray(images: str, model: str, crops: str | None, address: str, actors: int, block_size: int,
             out: str) -> dict:
-    from runtime import ray_engine
-    from runtime.ray_engine import RayOptions, score_with_ray
+    from runtime.dataset import ray_engine
+    from runtime.dataset.ray_engine import RayOptions, score_with_ray
 
     clock = Clock()
 
@@ -157,9 +157,9 @@ def main() -> None:
 
     import ray
 
-    from runtime import hardware
-    from runtime.benchmark_cli import gemm_probe
-    from runtime.manifest import load_manifest
+    from contract import hardware
+    from runtime.commands.benchmark import gemm_probe
+    from contract.manifest import load_manifest
 
     work = Path(tempfile.mkdtemp(prefix="bench_ray_"))
     if arguments.model is None:

@@ -28,9 +28,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime import Scorer  # noqa: E402
-from runtime.benchmark_cli import gemm_probe  # noqa: E402
-from runtime.video import open_video_writer  # noqa: E402
-from runtime.stream import RunOptions, StreamRunner, parse_source  # noqa: E402
+from runtime.commands.benchmark import gemm_probe  # noqa: E402
+from contract.video import open_video_writer  # noqa: E402
+from runtime.live.stream import RunOptions, StreamRunner, parse_source  # noqa: E402
 
 
 def gemm_gflops(size: int = 4096, repeats: int = 3) -> float:
@@ -195,7 +195,7 @@ def main() -> None:
         model, gflop = fake_model(work / "fake")
         note = f"FAKE model (no export given): ViT-like MLP stack, {gflop:.1f} GFLOP per crop, random weights"
     if args.photos:
-        from runtime.cli import expand_paths
+        from runtime.commands.score import expand_paths
         paths = [Path(p) for p in expand_paths([str(args.photos)])]
     else:
         paths = bundled_photos(work / "photos")

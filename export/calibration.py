@@ -5,7 +5,7 @@ Both sets are uint8 BGR 224x224 crops, exactly what the exported graph eats.
 - The default calibration set is made from the photographs that ship with
   scikit-image (`skimage.data`), resized the way the runtime resizes
   (docs/manifest.md, preprocess.resize), distorted at known levels (blur, noise,
-  JPEG, exposure, ...; gamma_edge.distortions) and cropped at seeded random positions: hundreds of
+  JPEG, exposure, ...; contract.degradations) and cropped at seeded random positions: hundreds of
   crops, no download, the same bytes on every machine.
 - The validation set (the parity report, the INT8 fidelity gate) uses three
   OTHER photographs, each at eight distortion levels: the images are held out
@@ -19,11 +19,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gamma_edge import distortions
-from gamma_edge.errors import GammaUserError
-from runtime.crops import DEFAULT_RESIZE, cut_crops, resize_for_crops, scale_to_short_side
-from runtime.errors import RuntimeUserError
-from runtime.images import IMAGE_SUFFIXES, read_image
+from contract import degradations as distortions
+from contract.errors import UserError
+from contract.preprocess import DEFAULT_RESIZE, cut_crops, resize_for_crops, scale_to_short_side
+from contract.errors import UserError
+from contract.images import IMAGE_SUFFIXES, read_image
 
 CROP = 224
 
@@ -31,19 +31,19 @@ CROP = 224
 VALIDATION_PHOTOS = ("astronaut", "coffee", "chelsea")
 CALIBRATION_PHOTOS = ("rocket", "hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle",
                       "camera", "coins", "moon", "grass", "gravel", "brick", "clock", "cell", "page")
-# Validation distortion ladder: (label, kind, level of 5) from gamma_edge.distortions.
+# Validation distortion ladder: (label, kind, level of 5) from contract.degradations.
 VALIDATION_DISTORTIONS = (("pristine", None, 0), ("blur-1", "gaussian_blur", 1), ("blur-4", "gaussian_blur", 4),
                           ("noise-2", "gaussian_noise", 2), ("noise-5", "gaussian_noise", 5),
                           ("jpeg-2", "jpeg", 2), ("jpeg-5", "jpeg", 5), ("darken-4", "darken", 4))
 
 
 def resize_like_runtime(image: np.ndarray) -> np.ndarray:
-    """The runtime's resize rule with the manifest's defaults (runtime.crops)."""
+    """The runtime's resize rule with the manifest's defaults (contract.preprocess)."""
     return resize_for_crops(image, DEFAULT_RESIZE["max_long_side"], DEFAULT_RESIZE["min_short_side"], CROP)
 
 
 def distort_bgr(image: np.ndarray, kind: str | None, level: float, seed: int = 0) -> np.ndarray:
-    """gamma_edge.distortions (RGB convention) applied to a uint8 BGR image; kind None = pristine."""
+    """contract.degradations (RGB convention) applied to a uint8 BGR image; kind None = pristine."""
     if kind is None:
         return image.copy()
     return np.ascontiguousarray(distortions.distort(image[..., ::-1], kind, level, seed=seed)[..., ::-1])
@@ -102,19 +102,19 @@ def calibration_set_from_folder(folder: str | Path, count: int = 300, seed: int 
     then its centre crop and seeded random crops until `count` crops are drawn."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise GammaUserError(f"calibration folder {folder} does not exist or is not a folder")
+        raise UserError(f"calibration folder {folder} does not exist or is not a folder")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise GammaUserError(f"calibration folder {folder} holds no images "
+        raise UserError(f"calibration folder {folder} holds no images "
                              f"({', '.join(sorted(IMAGE_SUFFIXES))}); add a few hundred representative photos")
     images = []
     for path in files:
         try:                                   # decoded exactly as the runtime will decode the user's images
             images.append(resize_like_runtime(read_image(path, shrink_to=DEFAULT_RESIZE["max_long_side"])))
-        except RuntimeUserError:
+        except UserError:
             continue
     if not images:
-        raise GammaUserError(f"none of the {len(files)} image files in calibration folder {folder} could be read")
+        raise UserError(f"none of the {len(files)} image files in calibration folder {folder} could be read")
     rng = np.random.default_rng(seed)
     crops = [center_crop(image) for image in images[:count]]
     i = 0

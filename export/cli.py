@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from gamma_edge.errors import user_errors
-from runtime.hardware import INT8_METHODS, PRESET_CHOICES
+from contract.errors import user_errors
+from contract.hardware import INT8_METHODS, PRESET_CHOICES
 
 
 @click.command("export")

@@ -273,7 +273,7 @@ def build_graph(model: Gamma, scenes: Sequence[str], fuse_moae: bool = True,
     `fuse_moae=False` / `class_token_only=False` build the graph without rewrite 3 / 5
     (the references their parity tests and the export benchmark compare against)."""
     for s in scenes:
-        model.prompts(s)                                                     # unknown scene -> GammaUserError
+        model.prompts(s)                                                     # unknown scene -> UserError
     model = model.float().eval()
     return DeployableGamma(model, scenes, fuse_moae, class_token_only)
 

@@ -10,8 +10,8 @@ import datetime as _dt
 import json
 from pathlib import Path
 
-from runtime.atomic import write_atomically, write_bytes_atomically
-from runtime.crops import preprocess_block
+from contract.atomic import write_atomically, write_bytes_atomically
+from contract.preprocess import preprocess_block
 
 FORMAT = "gamma-edge.manifest"
 FORMAT_VERSION = 1

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from gamma_edge.errors import GammaUserError
+from contract.errors import UserError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx", "openvino")
@@ -60,11 +60,11 @@ def resolve_scenes(model, scene: str | Sequence[str]) -> list[str]:
     else:
         names = list(scene)
     if not names:
-        raise GammaUserError("no scene given; pass a scene name, several separated by commas, or 'all'")
+        raise UserError("no scene given; pass a scene name, several separated by commas, or 'all'")
     for name in names:
-        model.prompts(name)                   # GammaUserError naming the known scenes
+        model.prompts(name)                   # UserError naming the known scenes
     if len(set(names)) != len(names):
-        raise GammaUserError(f"scene list {', '.join(names)} names a scene twice")
+        raise UserError(f"scene list {', '.join(names)} names a scene twice")
     return names
 
 
@@ -81,7 +81,7 @@ def load_model(checkpoint_or_model):
 
         path = Path(checkpoint_or_model) if checkpoint_or_model is not None else DEFAULT_CHECKPOINT
         if checkpoint_or_model is None and not path.is_file():
-            raise GammaUserError("no checkpoint given and the demo model is not installed; "
+            raise UserError("no checkpoint given and the demo model is not installed; "
                                  "pass --checkpoint PATH (a gamma-edge .safetensors checkpoint)")
         model = create_model(checkpoint=path)
         info = {"sha256": file_sha256(path), "name": path.name}
@@ -90,7 +90,7 @@ def load_model(checkpoint_or_model):
     return model.float().eval(), info
 
 
-class Int8GateMissed(GammaUserError):
+class Int8GateMissed(UserError):
     """An INT8 graph below its fidelity gate (validate.INT8_MIN_SRCC)."""
 
 
@@ -102,13 +102,12 @@ def export_model(checkpoint_or_model=None, out_dir: str | Path = "gamma-export",
 
     scene: a name, a comma-separated list, a list of names, or "all" (one graph, one column per scene).
     precision: "fp32" | "fp16" (for GPUs) | "int8" (ONNX Runtime static QDQ or dynamic; NNCF for OpenVINO).
-    preset / int8_method: "auto" picks them for `cpu` (default: this machine's, runtime.hardware); with
+    preset / int8_method: "auto" picks them for `cpu` (default: this machine's, contract.hardware); with
     int8_method "auto", a dynamic graph that misses the fidelity gate is replaced by a static one.
     An INT8 export whose SRCC against PyTorch FP32 on the held-out crops falls below
-    validate.INT8_MIN_SRCC raises GammaUserError unless force=True.
+    validate.INT8_MIN_SRCC raises UserError unless force=True.
     """
-    from runtime import hardware
-
+    from contract import hardware
     _check_arguments(precision, fmt, preset, int8_method)
     out_dir = _check_output(Path(out_dir), overwrite)
     cpu = cpu or hardware.detect_cpu()
@@ -128,23 +127,22 @@ def export_model(checkpoint_or_model=None, out_dir: str | Path = "gamma-export",
 
 
 def _check_arguments(precision: str, fmt: str, preset: str, int8_method: str) -> None:
-    from runtime import hardware
-
+    from contract import hardware
     if precision not in PRECISIONS:
-        raise GammaUserError(f"precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
     if fmt not in FORMATS:
-        raise GammaUserError(f"format must be one of {', '.join(FORMATS)}, not '{fmt}'")
+        raise UserError(f"format must be one of {', '.join(FORMATS)}, not '{fmt}'")
     if preset not in hardware.PRESET_CHOICES:
-        raise GammaUserError(f"unknown INT8 preset '{preset}'; choose one of {', '.join(hardware.PRESET_CHOICES)}")
+        raise UserError(f"unknown INT8 preset '{preset}'; choose one of {', '.join(hardware.PRESET_CHOICES)}")
     if int8_method not in hardware.INT8_METHODS:
-        raise GammaUserError(f"INT8 method must be one of {', '.join(hardware.INT8_METHODS)}, not '{int8_method}'")
+        raise UserError(f"INT8 method must be one of {', '.join(hardware.INT8_METHODS)}, not '{int8_method}'")
 
 
 def _check_output(out_dir: Path, overwrite: bool) -> Path:
     if out_dir.exists() and not overwrite:
-        raise GammaUserError(f"output {out_dir} already exists; choose another --out or pass --overwrite")
+        raise UserError(f"output {out_dir} already exists; choose another --out or pass --overwrite")
     if out_dir.exists() and not out_dir.is_dir():
-        raise GammaUserError(f"output {out_dir} exists and is not a folder; choose another --out")
+        raise UserError(f"output {out_dir} exists and is not a folder; choose another --out")
     return out_dir
 
 
@@ -153,7 +151,7 @@ def _calibration_crops(precision: str, calib_dir, calib_count: int, show: _Progr
 
     if precision != "int8":
         if calib_dir is not None:
-            raise GammaUserError("--calib is only used with --int8")
+            raise UserError("--calib is only used with --int8")
         return None
     show.step("reading calibration images" + (f" from {calib_dir}" if calib_dir else " (skimage.data photos)"))
     return (calibration.calibration_set_from_folder(calib_dir, calib_count) if calib_dir is not None
@@ -185,7 +183,7 @@ def _export_atomically(job: tuple, force: bool, target: "Int8Target", show: _Pro
         _move_into_place(partial, out_dir, overwrite)
     except OSError as exc:
         shutil.rmtree(partial, ignore_errors=True)
-        raise GammaUserError(f"could not write the export to {out_dir} ({exc.strerror or exc}); "
+        raise UserError(f"could not write the export to {out_dir} ({exc.strerror or exc}); "
                              "nothing was left behind") from None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -196,7 +194,7 @@ def _export_atomically(job: tuple, force: bool, target: "Int8Target", show: _Pro
 @dataclass(frozen=True)
 class Int8Target:
     """What an INT8 export is built for: the resolved preset and ONNX Runtime method, whether each was
-    chosen by 'auto', and the CPU the export runs on (runtime.hardware)."""
+    chosen by 'auto', and the CPU the export runs on (contract.hardware)."""
 
     preset: str
     method: str
@@ -206,7 +204,7 @@ class Int8Target:
 
     def manifest_fields(self) -> dict:
         """What the manifest's quantization block records about the target."""
-        from runtime.hardware import PRESETS
+        from contract.hardware import PRESETS
 
         return {"preset": self.preset, "target": PRESETS[self.preset].target,
                 "chosen": "auto" if self.preset_auto else "given", "built_on": self.cpu.describe()}
@@ -470,7 +468,7 @@ def _save_ov(ov_model, target: Path, manifest_json, precision, rewrite: bool = F
 def _move_into_place(partial: Path, out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists():
         if not overwrite:
-            raise GammaUserError(f"output {out_dir} already exists; choose another --out or pass --overwrite")
+            raise UserError(f"output {out_dir} already exists; choose another --out or pass --overwrite")
         old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
         os.replace(out_dir, old)
         os.replace(partial, out_dir)

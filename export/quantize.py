@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from runtime.hardware import PRESETS   # the preset table is shared with the runtime's fit check
+from contract.hardware import PRESETS   # the preset table is shared with the runtime's fit check
 
 
 @contextlib.contextmanager

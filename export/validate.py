@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from runtime.metrics import srcc
+from contract.correlation import srcc
 
 # The INT8 fidelity gate: Spearman of INT8 scores vs the FP32 graph's on the held-out validation crops.
 INT8_MIN_SRCC = 0.99
@@ -85,7 +85,7 @@ def openvino_runner(xml: str | Path, threads: int | None = None, precision: str 
     plugin would pick bf16 by itself on AVX512_BF16 / AMX CPUs), and what it runs on, precision read back."""
     import openvino as ov
 
-    from runtime.backends import compile_openvino, openvino_precision
+    from runtime.inference.backends import compile_openvino, openvino_precision
 
     compiled = compile_openvino(ov.Core(), str(xml), "CPU", precision, threads)
     request = compiled.create_infer_request()

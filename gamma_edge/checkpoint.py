@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from gamma_edge.errors import GammaUserError
+from contract.errors import UserError
 from gamma_edge.scenes import Scene, parse_scenes
 
 FORMAT = "gamma-edge.checkpoint"
@@ -38,7 +38,7 @@ def save_checkpoint(model, path: str | Path, extra: dict | None = None) -> Path:
         "extra": json.dumps(extra or {}),
     }
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    from runtime.atomic import write_atomically
+    from contract.atomic import write_atomically
 
     return write_atomically(path, lambda temporary: save_file(state, str(temporary), metadata=metadata))
 
@@ -54,12 +54,12 @@ def read_checkpoint_header(path: str | Path) -> dict:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except Exception:  # safetensors raises several types for a foreign file
-        raise GammaUserError(f"{path} is not a gamma-edge checkpoint (not a safetensors file); "
+        raise UserError(f"{path} is not a gamma-edge checkpoint (not a safetensors file); "
                              "import official Gamma weights with 'gamma-edge convert'") from None
     if metadata.get("format") != FORMAT:
-        raise GammaUserError(f"{path} is a safetensors file but not a gamma-edge checkpoint (no '{FORMAT}' metadata)")
+        raise UserError(f"{path} is a safetensors file but not a gamma-edge checkpoint (no '{FORMAT}' metadata)")
     if metadata.get("format_version") != FORMAT_VERSION:
-        raise GammaUserError(f"{path} has checkpoint format version {metadata.get('format_version')}; "
+        raise UserError(f"{path} has checkpoint format version {metadata.get('format_version')}; "
                              f"this gamma-edge reads version {FORMAT_VERSION}")
     return {
         "config": GammaConfig.from_dict(json.loads(metadata["config"])),
@@ -96,7 +96,7 @@ def check_state_fits(module: torch.nn.Module, state: dict, source: str) -> None:
             more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
             problems.append(f"{label} {', '.join(keys[:4])}{more}")
     if problems:
-        raise GammaUserError(f"{source} does not fit this model: {'; '.join(problems)}")
+        raise UserError(f"{source} does not fit this model: {'; '.join(problems)}")
 
 
 def load_tensor_file(path: str | Path) -> dict:
@@ -110,22 +110,22 @@ def load_tensor_file(path: str | Path) -> dict:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError) as exc:
-            raise GammaUserError(f"{path} is not a readable .safetensors file ({str(exc).splitlines()[0][:160]}); "
+            raise UserError(f"{path} is not a readable .safetensors file ({str(exc).splitlines()[0][:160]}); "
                                  "copy it again or pass the original .pth") from None
     problem = not_a_torch_file(path)
     if problem:
-        raise GammaUserError(f"{path} {problem}")
+        raise UserError(f"{path} {problem}")
     if _is_torchscript(path):
         return {k: v for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}
     try:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise GammaUserError(f"{path} holds pickled Python objects other than plain tensors; "
+        raise UserError(f"{path} holds pickled Python objects other than plain tensors; "
                              "gamma-edge refuses to execute them (save a state dict of tensors instead)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        raise GammaUserError(f"{path} is not a readable PyTorch weights file ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{path} is not a readable PyTorch weights file ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise GammaUserError(f"{path} holds a {type(data).__name__}, not a dict of tensors")
+        raise UserError(f"{path} holds a {type(data).__name__}, not a dict of tensors")
     return data
 
 
@@ -159,9 +159,9 @@ def file_sha256(path: str | Path) -> str:
 def _existing_file(path, what: str) -> Path:
     path = Path(path)
     if not path.exists():
-        raise GammaUserError(f"{what} {path} does not exist")
+        raise UserError(f"{what} {path} does not exist")
     if not path.is_file():
-        raise GammaUserError(f"{what} {path} is not a file")
+        raise UserError(f"{what} {path} is not a file")
     return path
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from gamma_edge.errors import GammaUserError, user_errors
+from contract.errors import UserError, user_errors
 
 _RENAMES = (
     (re.compile(r"\.mlp\.useful_experts\."), ".mlp.shared_expert."),
@@ -51,7 +51,7 @@ def infer_config(state: dict, prompts: str):
 
     def need(key):
         if key not in state:
-            raise GammaUserError(f"the file has no '{key}'; it is not an official Gamma checkpoint")
+            raise UserError(f"the file has no '{key}'; it is not an official Gamma checkpoint")
         return state[key]
 
     conv = need("clip.visual.conv1.weight")
@@ -61,10 +61,10 @@ def infer_config(state: dict, prompts: str):
     moae = sorted({int(m.group(1)) for k in state
                    if (m := re.match(r"clip\.visual\.transformer\.resblocks\.(\d+)\.mlp\.gate\.weight", k))})
     if not moae:
-        raise GammaUserError("the file has no MoAE gates (mlp.gating.layer1); it is a plain CLIP, not Gamma")
+        raise UserError("the file has no MoAE gates (mlp.gating.layer1); it is a plain CLIP, not Gamma")
     k = len(moae)
     if moae != list(range(len(vision_blocks) - k, len(vision_blocks))):
-        raise GammaUserError(f"MoAE blocks {moae} are not the last {k} blocks; this layout is not supported")
+        raise UserError(f"MoAE blocks {moae} are not the last {k} blocks; this layout is not supported")
     text_width = need("clip.ln_final.weight").shape[0]
     vision_width = conv.shape[0]
     backbone = {
@@ -98,7 +98,7 @@ def convert_official(path: str | Path, prompts: str = "sdp", config=None):
     data = load_tensor_file(path)
     params = data.get("params", data)
     if not isinstance(params, dict) or not any(str(k).startswith("clip_model.") for k in params):
-        raise GammaUserError(f"{path} has no 'params' with 'clip_model.*' keys; it is not an official Gamma "
+        raise UserError(f"{path} has no 'params' with 'clip_model.*' keys; it is not an official Gamma "
                              "checkpoint (for a plain CLIP/UniQA backbone use training's --init-backbone)")
     state = {}
     for key, value in params.items():
@@ -147,7 +147,7 @@ def convert_command(official, out, prompts, config_name, overwrite):
     with user_errors():
         out_path = Path(out)
         if out_path.exists() and not overwrite:
-            raise GammaUserError(f"{out_path} already exists; pass --overwrite to replace it")
+            raise UserError(f"{out_path} already exists; pass --overwrite to replace it")
         config = GammaConfig.from_name(config_name) if config_name else None
         model = convert_official(official, prompts=prompts, config=config)
         save_checkpoint(model, out_path, extra={"source": Path(official).name, "licence": "CC BY-NC-SA 4.0",

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gamma_edge.errors import GammaUserError
+from contract.errors import UserError
 from gamma_edge.scenes import Scene, default_scenes
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -58,18 +58,18 @@ class GammaConfig:
         path = cls.path_of(name)
         if not path.is_file():
             known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
-            raise GammaUserError(f"unknown model configuration '{name}'; shipped ones: {known}, or give a .json file")
+            raise UserError(f"unknown model configuration '{name}'; shipped ones: {known}, or give a .json file")
         return cls.from_dict(json.loads(path.read_text()))
 
     @classmethod
     def from_dict(cls, data: dict) -> "GammaConfig":
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
-            raise GammaUserError(f"model config has unknown key(s) {', '.join(unknown)}; known: "
+            raise UserError(f"model config has unknown key(s) {', '.join(unknown)}; known: "
                                  f"{', '.join(cls.__dataclass_fields__)}")
         config = cls(**data)
         if config.prompts not in ("sdp", "plain"):
-            raise GammaUserError(f"prompts must be 'sdp' or 'plain', not '{config.prompts}'")
+            raise UserError(f"prompts must be 'sdp' or 'plain', not '{config.prompts}'")
         return config
 
     def to_dict(self) -> dict:
@@ -165,7 +165,7 @@ class Gamma(nn.Module):
     def _install_moae(self, transformer: nn.Module, width: int) -> None:
         blocks = transformer.resblocks
         if not 0 <= self.config.moae_blocks <= len(blocks):
-            raise GammaUserError(f"moae_blocks={self.config.moae_blocks} but the tower has {len(blocks)} blocks")
+            raise UserError(f"moae_blocks={self.config.moae_blocks} but the tower has {len(blocks)} blocks")
         for block in list(blocks)[len(blocks) - self.config.moae_blocks:]:
             block.mlp = MixtureOfAssessmentExperts(block.mlp, width, self.config.num_experts)
 
@@ -183,7 +183,7 @@ class Gamma(nn.Module):
     def prompts(self, scene: str) -> list[str]:
         if scene not in self.scenes:
             known = ", ".join(self.scenes)
-            raise GammaUserError(f"unknown scene '{scene}'; this model knows: {known}")
+            raise UserError(f"unknown scene '{scene}'; this model knows: {known}")
         if self.config.prompts == "plain":
             from gamma_edge.scenes import plain_prompts
             return plain_prompts()

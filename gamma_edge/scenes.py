@@ -16,7 +16,7 @@ from typing import Iterable
 
 import click
 
-from gamma_edge.errors import GammaUserError, read_user_json
+from contract.errors import UserError, read_user_json
 
 SCENES_FILE = Path(__file__).parent / "scenes.json"
 # The level words (bad .. perfect) and the plain variant's template are data in scenes.json too.
@@ -41,20 +41,20 @@ def parse_scenes(data: dict, source: str) -> list[Scene]:
     """Scenes from the JSON shape above; `source` names the file in error messages."""
     entries = data.get("scenes") if isinstance(data, dict) else None
     if not isinstance(entries, dict) or not entries:
-        raise GammaUserError(f"{source} has no 'scenes' object; see gamma_edge/scenes.json for the format")
+        raise UserError(f"{source} has no 'scenes' object; see gamma_edge/scenes.json for the format")
     scenes = []
     for name, entry in entries.items():
         if not isinstance(entry, dict):
-            raise GammaUserError(f"scene '{name}' in {source} must be an object with 'template' or 'prompts'")
+            raise UserError(f"scene '{name}' in {source} must be an object with 'template' or 'prompts'")
         if "prompts" in entry:
             prompts = entry["prompts"]
         elif "template" in entry and "{level}" in str(entry["template"]):
             prompts = [str(entry["template"]).format(level=word) for word in LEVEL_WORDS]
         else:
-            raise GammaUserError(f"scene '{name}' in {source} needs 'prompts' (5 strings) "
+            raise UserError(f"scene '{name}' in {source} needs 'prompts' (5 strings) "
                                  "or a 'template' containing {level}")
         if not (isinstance(prompts, list) and len(prompts) == 5 and all(isinstance(p, str) and p for p in prompts)):
-            raise GammaUserError(f"scene '{name}' in {source} must have exactly 5 non-empty prompts, "
+            raise UserError(f"scene '{name}' in {source} must have exactly 5 non-empty prompts, "
                                  "bad to perfect")
         scenes.append(Scene(name, tuple(prompts), str(entry.get("description", "")),
                             tuple(entry.get("datasets", ()))))
@@ -94,7 +94,7 @@ def scenes_command(model, checkpoint, scene_files):
       gamma-edge scenes --model exports/natural
       gamma-edge scenes --checkpoint gamma.safetensors --scenes-file my_scenes.json
     """
-    from gamma_edge.errors import user_errors
+    from contract.errors import user_errors
 
     if model:
         _echo_model_scenes(model)
@@ -116,12 +116,12 @@ def scenes_command(model, checkpoint, scene_files):
 
 def _echo_model_scenes(model) -> None:
     """The scenes of an exported model, from its manifest (no torch needed)."""
-    from runtime.errors import RuntimeUserError
-    from runtime.manifest import load_manifest
+    from contract.errors import UserError
+    from contract.manifest import load_manifest
 
     try:
         manifest = load_manifest(model)
-    except RuntimeUserError as exc:
+    except UserError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Scenes of {manifest.folder} ({len(manifest.scenes)}):")
     for scene in manifest.raw["scenes"]:

@@ -10,8 +10,8 @@ score, run, benchmark and info.
 Imports only numpy and OpenCV here; onnxruntime / openvino load with the backend that
 needs them. Never imports torch, open_clip or the gamma_edge / export / training packages.
 """
-from .errors import RuntimeUserError
-from .manifest import Manifest, load_manifest
-from .scorer import ImageScore, Scorer
+from contract.errors import UserError
+from contract.manifest import Manifest, load_manifest
+from runtime.inference.scorer import ImageScore, Scorer
 
-__all__ = ["ImageScore", "Manifest", "RuntimeUserError", "Scorer", "load_manifest"]
+__all__ = ["ImageScore", "Manifest", "UserError", "Scorer", "load_manifest"]

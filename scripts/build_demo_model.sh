@@ -30,7 +30,7 @@ TEST_PHOTOS="grace_hopper rocket motorcycle coins"
 
 # 1. Synthetic quality set: 106 scenes (the 11 training photos, 5 random views of each: crop, turn, mirror,
 #    colour; 40 dead-leaves scenes coloured from them), 11 degradation kinds as users meet them
-#    (gamma_edge.distortions.RECIPE) at 5 levels, each image with a random nuisance (motion angle, exposure
+#    (contract.degradations.RECIPE) at 5 levels, each image with a random nuisance (motion angle, exposure
 #    method, noise channels, contrast pivot, upscaling filter, the mix of a combination). Short side 320.
 python -m training.synth --out "$work/data" --short-side 320 --seed 3 --variants 1 --views 6 --leaves 40 \
   --kinds gaussian_blur motion_blur gaussian_noise shot_noise chroma_noise underexposure overexposure jpeg \

@@ -1,4 +1,4 @@
-"""Score a model on photos with the held-out degradations (gamma_edge.heldout) and print the table.
+"""Score a model on photos with the held-out degradations (runtime.demo.heldout) and print the table.
 
     python scripts/heldout_eval.py MODEL_DIR --photos brick camera chelsea hubble [--json OUT]
 
@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gamma_edge import heldout  # noqa: E402
+from runtime.demo import heldout  # noqa: E402
 from runtime import Scorer  # noqa: E402
 from training.synth import load_photo  # noqa: E402
 

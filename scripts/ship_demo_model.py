@@ -4,8 +4,8 @@
 
 The test photos are scored here for the first and only time: no training, calibration or recipe
 choice saw them. The card's figures are computed by the same function `gamma-edge demo` runs
-(gamma_edge.demo.ranking, on gamma_edge.heldout's independent degradations), so the demo can check
-that it reproduces them; a kind is claimed only where it clears gamma_edge.heldout.CLAIM_BAR.
+(runtime.commands.demo.ranking, on runtime.demo.heldout's independent degradations), so the demo can check
+that it reproduces them; a kind is claimed only where it clears runtime.demo.heldout.CLAIM_BAR.
 """
 import argparse
 import csv
@@ -20,14 +20,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gamma_edge import heldout  # noqa: E402
-from gamma_edge.demo import ASSETS, CARD, ranking  # noqa: E402
-from gamma_edge.distortions import DISTORTIONS, RECIPE, describe, mos_of  # noqa: E402
+from runtime.demo import heldout  # noqa: E402
+from runtime.commands.demo import ASSETS, CARD, ranking  # noqa: E402
+from export.pipeline import DEFAULT_CHECKPOINT  # noqa: E402
+from contract.degradations import DISTORTIONS, RECIPE, describe, mos_of  # noqa: E402
 from gamma_edge.model import GammaConfig  # noqa: E402
 from runtime import Scorer  # noqa: E402
-from runtime.benchmark_cli import SAMPLES_DIR  # noqa: E402
-from runtime.metrics import srcc  # noqa: E402
-from runtime.scorer import DEMO_MODEL  # noqa: E402
+from runtime.commands.benchmark import SAMPLES_DIR  # noqa: E402
+from contract.correlation import srcc  # noqa: E402
+from runtime.inference.scorer import DEMO_MODEL  # noqa: E402
 from training.synth import load_photo, scene_source  # noqa: E402
 
 SAMPLE_LEVELS = (2, 5)
@@ -48,14 +49,14 @@ def main(work: Path, test_photos: list[str], short_side: int) -> None:
     kinds = [k for k in dict.fromkeys([*RECIPE, *DISTORTIONS]) if k in trained]
     levels = max(int(r["level"]) for r in rows)
 
-    # graphs -> runtime/models, checkpoint + pristine test photos -> gamma_edge/assets/demo
+    # graphs -> runtime/models, checkpoint -> gamma_edge/assets/demo, pristine test photos -> runtime/demo/assets
     for name in ("demo", "demo-int8"):
         target = DEMO_MODEL.parent / name
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(work / name, target)
     shutil.rmtree(ASSETS / "photos", ignore_errors=True)
     (ASSETS / "photos").mkdir(parents=True)
-    shutil.copy(work / "run" / "last.safetensors", ASSETS / "demo.safetensors")
+    shutil.copy(work / "run" / "last.safetensors", DEFAULT_CHECKPOINT)
     photos = {photo: load_photo(photo, short_side) for photo in test_photos}
     for photo, rgb in photos.items():
         cv2.imwrite(str(ASSETS / "photos" / f"{photo}.png"), np.ascontiguousarray(rgb[..., ::-1]),
@@ -174,7 +175,7 @@ def write_card_markdown(card: dict) -> None:
         "",
         f"**Held-out evaluation.** Photos never seen by training, calibration or any choice: "
         f"{', '.join(card['held_out_photos'])}.",
-        f"Each is degraded at every level of every kind {card['draws']} times by `gamma_edge.heldout`, code written",
+        f"Each is degraded at every level of every kind {card['draws']} times by `runtime.demo.heldout`, code written",
         "apart from the training code (Pillow and OpenCV, its own random strengths within a quarter level,",
         f"angles, methods, filters); {m['images']} images, {m['crops']} crops each. Per kind: the mean score per level;",
         "SRCC of score against level within each photo (mean, worst photo); pooled SRCC with all photos ranked",

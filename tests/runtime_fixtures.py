@@ -118,7 +118,7 @@ def textured_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 def write_video(path, frames: int = 30, fps: float = 30.0, size=(320, 240), seed: int = 0, fourcc=None) -> Path:
     """A short video whose frames differ (a moving textured image), written with OpenCV."""
     path = Path(path)
-    from runtime.video import open_video_writer
+    from contract.video import open_video_writer
 
     writer = open_video_writer(path, fps, size, codec=fourcc)
     width, height = size

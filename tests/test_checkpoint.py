@@ -12,7 +12,7 @@ from conftest import activate_moae
 from gamma_edge.checkpoint import (check_state_fits, load_checkpoint, load_tensor_file, read_checkpoint_header,
                                    save_checkpoint)
 from gamma_edge.convert import convert_command, convert_official
-from gamma_edge.errors import GammaUserError
+from contract.errors import UserError
 from gamma_edge.model import Gamma, GammaConfig, MixtureOfAssessmentExperts
 
 
@@ -42,7 +42,7 @@ def test_misshapen_and_missing_keys_are_named(tiny_gamma):
     del state["head.levels"]
     state["head.adapter.0.weight"] = torch.zeros(3, 3)
     state["bogus.weight"] = torch.zeros(1)
-    with pytest.raises(GammaUserError) as info:
+    with pytest.raises(UserError) as info:
         check_state_fits(tiny_gamma, state, "f.safetensors")
     message = str(info.value)
     assert "missing keys head.levels" in message
@@ -51,16 +51,16 @@ def test_misshapen_and_missing_keys_are_named(tiny_gamma):
 
 
 def test_missing_file_and_foreign_files_are_refused(tmp_path):
-    with pytest.raises(GammaUserError, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.safetensors")
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(GammaUserError, match="not a gamma-edge checkpoint"):
+    with pytest.raises(UserError, match="not a gamma-edge checkpoint"):
         load_checkpoint(junk)
     from safetensors.torch import save_file
     foreign = tmp_path / "foreign.safetensors"
     save_file({"w": torch.zeros(2)}, str(foreign))
-    with pytest.raises(GammaUserError, match="no 'gamma-edge.checkpoint' metadata"):
+    with pytest.raises(UserError, match="no 'gamma-edge.checkpoint' metadata"):
         load_checkpoint(foreign)
 
 
@@ -76,7 +76,7 @@ def test_pickle_with_code_is_refused_not_executed(tmp_path):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
         pickle.dump({"params": {"w": _Exploit()}}, f)
-    with pytest.raises(GammaUserError, match="refuses to execute"):
+    with pytest.raises(UserError, match="refuses to execute"):
         load_tensor_file(path)
     assert not os.path.exists(marker)
     # the same refusal through the CLI: one sentence, no traceback
@@ -147,7 +147,7 @@ def test_backbone_from_torchscript_archive(tmp_path):
 def test_backbone_of_the_wrong_size_is_named(tmp_path):
     state = _openai_state(GammaConfig.from_name("gamma-tiny"))
     state["visual.proj"] = torch.zeros(64, 7)
-    with pytest.raises(GammaUserError, match=r"visual.proj \(file \(64, 7\), model \(64, 32\)\)"):
+    with pytest.raises(UserError, match=r"visual.proj \(file \(64, 7\), model \(64, 32\)\)"):
         Gamma(GammaConfig.from_name("gamma-tiny"), backbone_state=state)
 
 

@@ -1,10 +1,12 @@
-"""gamma_edge.distortions (the demo model's training recipe) and gamma_edge.heldout (its independent
+"""contract.degradations (the demo model's training recipe) and runtime.demo.heldout (its independent
 held-out degradations and the bar a kind must clear before the card claims it)."""
 import numpy as np
 import pytest
 
-from gamma_edge import distortions, heldout
-from gamma_edge.distortions import RECIPE, distort, draw
+from contract import degradations as distortions
+
+from runtime.demo import heldout
+from contract.degradations import RECIPE, distort, draw
 
 RNG = np.random.default_rng(0)
 

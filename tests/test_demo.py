@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 from scipy.stats import spearmanr
 
-from gamma_edge.demo import CARD, demo_command, held_out_items
-from gamma_edge.demo_media import clip_frames, timeline
-from gamma_edge.heldout import CLAIM_BAR
-from runtime.scorer import DEMO_MODEL
+from runtime.commands.demo import CARD, demo_command, held_out_items
+from runtime.demo.media import clip_frames, timeline
+from runtime.demo.heldout import CLAIM_BAR
+from runtime.inference.scorer import DEMO_MODEL
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,6 @@ def measured():
     """Per kind: SRCC vs level (mean over held-out photos, worst photo), pooled SRCC, share of
     (pristine, degraded) pairs ranked right; INT8-vs-FP32 SRCC. Computed here with scipy."""
     from runtime import Scorer
-
     card = json.loads(CARD.read_text())
     items = held_out_items(card)
     images = [item.image for item in items]

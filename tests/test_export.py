@@ -154,7 +154,7 @@ def test_manifest_beside_and_inside_the_onnx_file(model, onnx_export_dir):
 
 
 def test_runtime_reads_the_exported_manifest(onnx_export_dir):
-    runtime_manifest = pytest.importorskip("runtime.manifest")
+    runtime_manifest = pytest.importorskip("contract.manifest")
     loaded = runtime_manifest.load_manifest(onnx_export_dir.out_dir)
     assert loaded.scenes == ("natural",) and loaded.input_name == "crops"
 
@@ -185,7 +185,7 @@ def test_openvino_fp32_matches_pytorch(model, crops, tmp_path):
     from export import export_model
     from export.manifest import OPENVINO_RT_INFO_KEY
     from export.validate import reference_scores
-    from runtime.backends import compile_openvino, openvino_precision
+    from runtime.inference.backends import compile_openvino, openvino_precision
 
     result = export_model(model, tmp_path / "ov", scene="natural,face", fmt="openvino", progress=False)
     folder = result.out_dir

@@ -54,7 +54,7 @@ def test_ort_int8_keeps_the_ranking_of_distorted_photos(int8_export, ladder):
     import onnx
     import onnxruntime as ort
 
-    from runtime.metrics import srcc
+    from contract.correlation import srcc
 
     crops, reference = ladder
     path = int8_export.out_dir / "model.onnx"
@@ -80,7 +80,7 @@ def test_static_int8_onnx_scores_the_same_on_openvino(int8_export, ladder):
     import onnxruntime as ort
     import openvino as ov
 
-    from runtime.backends import compile_openvino
+    from runtime.inference.backends import compile_openvino
 
     crops, _ = ladder
     path = int8_export.out_dir / "model.onnx"
@@ -92,10 +92,10 @@ def test_static_int8_onnx_scores_the_same_on_openvino(int8_export, ladder):
 
 def test_int8_gate_fails_with_a_clear_message_unless_forced(model, tmp_path, monkeypatch):
     from export import export_model, validate
-    from gamma_edge.errors import GammaUserError
+    from contract.errors import UserError
 
     monkeypatch.setattr(validate, "INT8_MIN_SRCC", 1.01)   # unreachable: the gate must trip
-    with pytest.raises(GammaUserError, match="fidelity gate.*--force"):
+    with pytest.raises(UserError, match="fidelity gate.*--force"):
         export_model(model, tmp_path / "gated", precision="int8", int8_method="dynamic", progress=False)
     assert not (tmp_path / "gated").exists()
     assert not list(tmp_path.glob(".*"))                  # no partial folder left
@@ -112,8 +112,8 @@ def test_openvino_int8_keeps_the_ranking_of_distorted_photos(model, ladder, tmp_
     import openvino as ov
 
     from export import export_model
-    from runtime.metrics import srcc
-    from runtime.backends import compile_openvino
+    from contract.correlation import srcc
+    from runtime.inference.backends import compile_openvino
 
     crops, reference = ladder
     result = export_model(model, tmp_path / "ov-int8", precision="int8", fmt="openvino", force=True,
@@ -146,7 +146,7 @@ def test_auto_preset_follows_the_cpu(model, tmp_path, cpu_name, preset):
 
 
 def hardware_presets():
-    from runtime.hardware import PRESETS
+    from contract.hardware import PRESETS
 
     return PRESETS
 
@@ -185,7 +185,7 @@ def test_presets_and_calibration_folder(tmp_path):
     import cv2
 
     from export.calibration import calibration_set_from_folder, default_calibration_set, validation_set
-    from runtime.hardware import PRESETS
+    from contract.hardware import PRESETS
 
     assert PRESETS["avx2"].reduce_range and PRESETS["avx2"].activation_type == "QUInt8"
     assert PRESETS["tensorrt"].symmetric_activations and PRESETS["tensorrt"].activation_type == "QInt8"

@@ -23,11 +23,11 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 import runtime
-from runtime import RuntimeUserError, Scorer
-from runtime.cli import run_command
-from runtime.events import CameraWatch, Hold
-from runtime.fleet import FleetOptions, FleetRunner
-from runtime.fleet_config import Camera, cameras_from_sources, load_config
+from runtime import UserError, Scorer
+from runtime.commands.score import run_command
+from runtime.fleet.watch import CameraWatch, Hold
+from runtime.fleet.runner import FleetOptions, FleetRunner
+from runtime.fleet.config import Camera, cameras_from_sources, load_config
 from runtime_fixtures import CaptureSequence, FakeCapture, make_model, textured_image
 from stream_servers import MjpegServer, Serve, blur_ramp, covered, frozen_at, live_scene, scripted
 

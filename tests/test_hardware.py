@@ -1,4 +1,4 @@
-"""Every choice that depends on the CPU, tested on every host by injecting the CPU (runtime.hardware).
+"""Every choice that depends on the CPU, tested on every host by injecting the CPU (contract.hardware).
 
 The CPUs below are the kinds this project's machines have been (docs/hardware.md): an AMD EPYC with
 AVX2 only, an AMD EPYC Zen 4 with AVX-512 VNNI and AVX512_BF16, an Intel Xeon with AMX; plus an
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from runtime import hardware
-from runtime.backends import load_backend, openvino_precision
-from runtime.errors import RuntimeUserError
-from runtime.hardware import CpuInfo
-from runtime.manifest import load_manifest
+from contract import hardware
+from runtime.inference.backends import load_backend, openvino_precision
+from contract.errors import UserError
+from contract.hardware import CpuInfo
+from contract.manifest import load_manifest
 
 MODELS = Path(__file__).resolve().parents[1] / "runtime" / "models"
 SAMPLE = Path(__file__).resolve().parents[1] / "runtime" / "samples" / "coins_pristine.png"
@@ -54,7 +54,7 @@ def test_presets_the_cpu_runs_faithfully():
     assert hardware.applicable_presets(EPYC_ZEN4) == ["avx2", "avx512_vnni"]
     assert hardware.applicable_presets(GRAVITON) == ["arm64"]
     assert hardware.PRESETS["avx2"].reduce_range and not hardware.PRESETS["avx512_vnni"].reduce_range
-    with pytest.raises(RuntimeUserError, match="unknown INT8 preset 'avx9'"):
+    with pytest.raises(UserError, match="unknown INT8 preset 'avx9'"):
         hardware.resolve_preset("avx9", EPYC_AVX2)
 
 
@@ -90,7 +90,7 @@ def test_int8_fit_notes(quantization, cpu, expected):
 
 
 def test_unknown_preset_is_refused_in_one_sentence():
-    with pytest.raises(RuntimeUserError, match="preset 'avx1024'.*does not know.*upgrade gamma-edge"):
+    with pytest.raises(UserError, match="preset 'avx1024'.*does not know.*upgrade gamma-edge"):
         hardware.int8_notes({"method": "dynamic", "preset": "avx1024"}, "CPU", EPYC_AVX2)
 
 
@@ -99,9 +99,9 @@ def test_bf16_is_asked_not_assumed():
     assert hardware.openvino_float_precision("int8", "auto", "CPU", XEON_AMX) == "fp32"
     assert hardware.openvino_float_precision("fp32", "bf16", "CPU", EPYC_ZEN4) == "bf16"
     assert hardware.openvino_float_precision("fp16", "auto", "GPU", EPYC_AVX2) == "fp16"
-    with pytest.raises(RuntimeUserError, match="no native bf16.*AVX512_BF16 or AMX"):
+    with pytest.raises(UserError, match="no native bf16.*AVX512_BF16 or AMX"):
         hardware.openvino_float_precision("fp32", "bf16", "CPU", EPYC_AVX2)
-    with pytest.raises(RuntimeUserError, match="bf16 is a CPU precision"):
+    with pytest.raises(UserError, match="bf16 is a CPU precision"):
         hardware.openvino_float_precision("fp32", "bf16", "GPU", XEON_AMX)
 
 
@@ -117,7 +117,7 @@ def test_openvino_states_fp32_and_reports_what_it_compiled():
 def test_every_openvino_compile_states_its_precision():
     """What compile_openvino hands OpenVINO, on any host (on an AVX2 host f32 is the plugin's default
     anyway, so only the config shows that it was said)."""
-    from runtime.backends import compile_openvino
+    from runtime.inference.backends import compile_openvino
 
     class RecordingCore:
         def compile_model(self, model, device, config):
@@ -154,7 +154,7 @@ def test_bf16_on_a_bf16_cpu_is_compiled_and_read_back():
     ("onnxruntime", XEON_AMX, "ONNX Runtime .* has no bf16 mode.*--backend openvino"),
 ])
 def test_bf16_refusals(backend, cpu, match):
-    with pytest.raises(RuntimeUserError, match=match):
+    with pytest.raises(UserError, match=match):
         load_backend(load_manifest(MODELS / "demo"), backend, "cpu", precision="bf16", cpu=cpu)
 
 
@@ -177,7 +177,7 @@ def unknown_preset_model(tmp_path):
 
 
 def test_unknown_preset_in_a_manifest_is_refused(unknown_preset_model):
-    with pytest.raises(RuntimeUserError, match="preset 'riscv_v'"):
+    with pytest.raises(UserError, match="preset 'riscv_v'"):
         load_backend(load_manifest(unknown_preset_model), "onnxruntime", "cpu", cpu=EPYC_AVX2)
 
 

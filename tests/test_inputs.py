@@ -1,4 +1,4 @@
-"""The local engine reads what the Ray engine reads (runtime/inputs.py): path lists, Parquet path
+"""The local engine reads what the Ray engine reads (runtime/dataset/inputs.py): path lists, Parquet path
 columns and WebDataset shards give the folder's scores, without importing Ray (and pyarrow only
 for a Parquet file)."""
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from runtime.errors import RuntimeUserError
-from runtime.inputs import Member, list_inputs, source_of
+from contract.errors import UserError
+from runtime.dataset.inputs import Member, list_inputs, source_of
 from runtime_fixtures import make_model, textured_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ LOCAL_SCORE = textwrap.dedent("""
 
     BLOCKED = {"ray"} | set(sys.argv[1].split(",")) - {""}
     sys.meta_path.insert(0, Block())
-    from runtime.cli import score_command
+    from runtime.commands.score import score_command
     try:
         score_command(sys.argv[2:])
     except SystemExit as exit:
@@ -157,10 +157,10 @@ def test_members_travel_with_their_place_in_the_shard(images, tmp_path):
     rebuilt = source_of(row)
     assert (rebuilt, rebuilt.offset, rebuilt.size) == (member, member.offset, member.size)
     shard.unlink()
-    with pytest.raises(RuntimeUserError, match="cannot be read"):
+    with pytest.raises(UserError, match="cannot be read"):
         member.read()
 
 
 def test_a_pattern_matching_nothing_stops_the_run(images):
-    with pytest.raises(RuntimeUserError, match="matches no files"):
+    with pytest.raises(UserError, match="matches no files"):
         list_inputs([str(images), str(images / "nothing" / "*.jpg")])

@@ -1,9 +1,9 @@
-"""runtime/metrics.py: the one definition of SRCC, PLCC and KRCC, checked against scipy."""
+"""contract/correlation.py: the one definition of SRCC, PLCC and KRCC, checked against scipy."""
 import numpy as np
 import pytest
 from scipy.stats import kendalltau, pearsonr, spearmanr
 
-from runtime.metrics import correlations, krcc, plcc, rank, srcc
+from contract.correlation import correlations, krcc, plcc, rank, srcc
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

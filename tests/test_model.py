@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gamma_edge.errors import GammaUserError
+from contract.errors import UserError
 from gamma_edge.model import Gamma, GammaConfig, MixtureOfAssessmentExperts
 from gamma_edge.scenes import Scene, default_scenes, load_scene_file, merge_scenes
 
@@ -128,7 +128,7 @@ def test_sdp_prompts_follow_the_paper_and_plain_uses_level_image():
 
 
 def test_unknown_scene_names_the_known_ones(tiny_gamma):
-    with pytest.raises(GammaUserError, match="unknown scene 'xray'.*natural, aigc, underwater, face, aesthetics"):
+    with pytest.raises(UserError, match="unknown scene 'xray'.*natural, aigc, underwater, face, aesthetics"):
         tiny_gamma.score(torch.rand(1, 3, 224, 224), "xray")
 
 
@@ -157,7 +157,7 @@ def test_user_scene_file_adds_a_scene_without_code(tmp_path):
 def test_bad_scene_files_say_what_is_wrong(tmp_path, text, message):
     path = tmp_path / "s.json"
     path.write_text(text)
-    with pytest.raises(GammaUserError, match=message):
+    with pytest.raises(UserError, match=message):
         load_scene_file(path)
 
 
@@ -176,7 +176,7 @@ def test_head_matches_the_paper_formula(tiny_gamma):
 
 
 def test_unknown_config_name_lists_shipped_configs():
-    with pytest.raises(GammaUserError, match="gamma-tiny"):
+    with pytest.raises(UserError, match="gamma-tiny"):
         GammaConfig.from_name("gamma-huge")
 
 

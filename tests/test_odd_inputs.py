@@ -144,7 +144,7 @@ def test_every_odd_input_scored_or_reported_in_one_sentence(corpus, model):
 
 def test_exif_orientations_turn_the_picture_upright(corpus):
     """Orientation n stores the pixels so that the viewer's transform n shows the picture upright."""
-    from runtime.images import apply_orientation, read_image
+    from contract.images import apply_orientation, read_image
 
     root, _ = corpus
     upright = read_image(root / "exif_1.jpg")
@@ -161,7 +161,7 @@ def test_exif_orientations_turn_the_picture_upright(corpus):
 def test_large_jpeg_decodes_reduced_and_oriented(tmp_path):
     """The reduced decode keeps EXIF orientation and scores as the full decode does (within 1.3e-3)."""
     from runtime import Scorer
-    from runtime.images import read_image, reduced_scale, image_header
+    from contract.images import read_image, reduced_scale, image_header
 
     photo = cv2.resize(textured_image(300, 400, seed=9), (8400, 6300), interpolation=cv2.INTER_CUBIC)
     data = _pil_bytes(Image.fromarray(photo[:, :, ::-1]), "JPEG", quality=92, exif=_exif(6))
@@ -177,7 +177,6 @@ def test_large_jpeg_decodes_reduced_and_oriented(tmp_path):
 
 def test_pixel_limit_is_configurable(tmp_path):
     from runtime import Scorer
-
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), textured_image(300, 400, seed=0))
     model = make_model(tmp_path / "m")
@@ -190,7 +189,7 @@ def test_pixel_limit_is_configurable(tmp_path):
 def test_cmyk_and_sixteen_bit_alpha_decode_to_the_right_colours(corpus):
     """A CMYK TIFF has four channels that would pass for BGRA; it must come out as the colours
     Pillow's own CMYK -> RGB conversion gives, not composited on white by its K channel."""
-    from runtime.images import read_image
+    from contract.images import read_image
 
     root, _ = corpus
     expected = np.asarray(Image.open(root / "cmyk.tif").convert("RGB"))[:, :, ::-1]

@@ -21,13 +21,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runtime.cli import expand_paths
-from runtime.errors import RuntimeUserError
-from runtime.manifest import load_manifest
-from runtime.ray_engine import TEST_ACTOR_EXIT, RayOptions, check_reachable, plan_actors, score_with_ray
-from runtime.inputs import list_inputs
-from runtime.score_table import Parts, make_run, manifest_id, select_keep
-from runtime.scorer import Scorer
+from runtime.commands.score import expand_paths
+from contract.errors import UserError
+from contract.manifest import load_manifest
+from runtime.dataset.ray_engine import TEST_ACTOR_EXIT, RayOptions, check_reachable, plan_actors, score_with_ray
+from runtime.dataset.inputs import list_inputs
+from runtime.dataset.score_table import Parts, make_run, manifest_id, select_keep
+from runtime.inference.scorer import Scorer
 from runtime_fixtures import make_model, textured_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,8 +186,8 @@ def test_webdataset_shards_match_and_a_broken_shard_is_one_sentence(
 # -- resuming ----------------------------------------------------------------------------------------
 KILLABLE_DRIVER = textwrap.dedent("""
     import sys, time
-    from runtime import score_table
-    from runtime.cli import score_command
+    from runtime.dataset import score_table
+    from runtime.commands.score import score_command
 
     write = score_table.Parts.write
     def slow_write(self, block, table):         # widen the window in which the test kills us
@@ -227,7 +227,7 @@ def test_a_run_of_other_inputs_is_not_mixed_into_unfinished_parts(model, images,
     paths = [str(p) for p in sorted(images.glob("img*"))]
     parts = Parts(out)
     parts.start(make_run(paths[:10], BLOCK, SCENES, "five", 0, None, None, "id"))
-    with pytest.raises(RuntimeUserError, match="holds an unfinished run of other images"):
+    with pytest.raises(UserError, match="holds an unfinished run of other images"):
         score_with_ray([str(images)], out, RayOptions(block_size=BLOCK), model=model, quiet=True)
 
 
@@ -249,7 +249,7 @@ def test_a_finished_output_is_not_scored_again_and_gives_the_keep_list(folder_ru
 def test_other_results_at_the_output_are_refused(model, images, work):
     out = work / "taken.parquet"
     pq.write_table(pa.table({"x": [1]}), out)
-    with pytest.raises(RuntimeUserError, match="already exists and holds other results"):
+    with pytest.raises(UserError, match="already exists and holds other results"):
         score_with_ray([str(images)], out, RayOptions(), model=model, quiet=True)
 
 
@@ -275,7 +275,7 @@ def test_an_unreachable_ray_address_is_one_sentence(images, model, tmp_path):
         "Error: the Ray cluster at '127.0.0.1:1' cannot be reached (Connection refused); "
         "start it with 'ray start --head' or fix --ray-address")
     assert "Traceback" not in done.stderr
-    with pytest.raises(RuntimeUserError, match="is not HOST:PORT"):
+    with pytest.raises(UserError, match="is not HOST:PORT"):
         check_reachable("localhost")
 
 
@@ -297,7 +297,7 @@ def test_a_cluster_refusing_the_token_is_one_sentence(ray_address, images, model
 def test_ray_options_need_the_ray_engine_and_an_output(images, model):
     from click.testing import CliRunner
 
-    from runtime.cli import score_command
+    from runtime.commands.score import score_command
 
     result = CliRunner().invoke(score_command, [str(images), "--keep-top", "0.5", "--model", str(model)])
     assert result.exit_code == 1 and "--keep-top work only with --engine ray" in result.output
@@ -318,7 +318,7 @@ def test_actors_share_out_the_cpus_and_decode_themselves():
     assert (told.actors, told.threads, told.cpus_each) == (1, 8, 2.0)
     gpus = plan_actors({"CPU": 32.0, "GPU": 4.0}, 2, None, "auto", None)
     assert (gpus.actors, gpus.gpus_each, gpus.cpus_each, gpus.workers) == (4, 1, 8.0, 8)
-    with pytest.raises(RuntimeUserError, match="has none"):
+    with pytest.raises(UserError, match="has none"):
         plan_actors({"CPU": 2.0}, 1, None, "cuda", None)
 
 
@@ -340,7 +340,7 @@ def test_inputs_list_relative_paths_against_their_list(tmp_path):
 def test_the_local_engine_imports_neither_ray_nor_pyarrow(images, model):
     program = textwrap.dedent("""
         import sys
-        from runtime.cli import score_command
+        from runtime.commands.score import score_command
         try:
             score_command(sys.argv[1:])
         except SystemExit:

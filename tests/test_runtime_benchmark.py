@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 from scipy.stats import pearsonr, spearmanr
 
-from runtime.benchmark_cli import benchmark_command
-from runtime.metrics import rank, srcc as spearman
+from runtime.commands.benchmark import benchmark_command
+from contract.correlation import rank, srcc as spearman
 from runtime_fixtures import make_model, textured_image
 
 
@@ -21,7 +21,7 @@ def test_spearman_matches_scipy_with_ties():
 
 
 def test_benchmark_table_and_json(tmp_path, monkeypatch):
-    from runtime import hardware
+    from contract import hardware
     from test_hardware import EPYC_AVX2
 
     monkeypatch.setattr(hardware, "detect_cpu", lambda: EPYC_AVX2)      # no bf16 rows, on any host
@@ -55,8 +55,8 @@ def test_benchmark_table_and_json(tmp_path, monkeypatch):
 def test_bf16_rows_where_the_cpu_has_bf16(tmp_path):
     """On a CPU with native bf16 (injected) OpenVINO gets a bf16 row beside its fp32 one; each row's
     precision is what the engine says it compiled (on a host without bf16, OpenVINO reads back fp32)."""
-    from runtime.benchmark_cli import engines_for, measure
-    from runtime.images import read_image
+    from runtime.commands.benchmark import engines_for, measure
+    from contract.images import read_image
     from test_hardware import EPYC_AVX2, EPYC_ZEN4
 
     assert ("openvino", "cpu", "bf16") not in engines_for("onnx", "fp32", EPYC_AVX2)
@@ -75,7 +75,6 @@ def test_bf16_rows_where_the_cpu_has_bf16(tmp_path):
 def test_labels_are_compared_with_the_scores(tmp_path):
     """SRCC/PLCC against labels equal scipy's on the scores the fake graph gives."""
     from runtime import Scorer
-
     model = make_model(tmp_path / "m")
     images = tmp_path / "imgs"
     images.mkdir()

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from runtime import Scorer
-from runtime.cli import run_command, score_command
+from runtime.commands.score import run_command, score_command
 from runtime_fixtures import make_model, textured_image, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,7 +119,7 @@ def test_run_unreachable_stream_is_one_line(model):
 def test_bad_model_is_named_before_folders_are_walked_and_empty_folder_is_one_sentence(tmp_path):
     from click.testing import CliRunner
 
-    from runtime.cli import score_command
+    from runtime.commands.score import score_command
 
     runner = CliRunner()
     bad_model = runner.invoke(score_command, [str(tmp_path), "--model", str(tmp_path / "nope")])

@@ -3,8 +3,8 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.crops import Preprocess, crop_offsets, resize_for_crops
-from runtime.errors import RuntimeUserError
+from contract.preprocess import Preprocess, crop_offsets, resize_for_crops
+from contract.errors import UserError
 from runtime_fixtures import textured_image
 
 
@@ -44,7 +44,7 @@ def test_offsets_of_each_protocol():
     assert crop_offsets(300, 400, 224, "random10", seed=7) == crop_offsets(300, 400, 224, "random10", seed=7)
     assert crop_offsets(300, 400, 224, "random10", seed=7) != crop_offsets(300, 400, 224, "random10", seed=8)
     assert crop_offsets(224, 224, 224, "random10") == [(0, 0)] * 10
-    with pytest.raises(RuntimeUserError, match="unknown"):
+    with pytest.raises(UserError, match="unknown"):
         crop_offsets(300, 400, 224, "six")
 
 

@@ -79,7 +79,7 @@ def test_cli_scores_a_real_export(exported, photo, tmp_path):
     import cv2
     from click.testing import CliRunner
 
-    from runtime.cli import score_command
+    from runtime.commands.score import score_command
 
     path = tmp_path / "photo.jpg"
     cv2.imwrite(str(path), photo)

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.errors import RuntimeUserError
-from runtime.images import decode_image, exif_orientation, read_image, to_bgr8
+from contract.errors import UserError
+from contract.images import decode_image, exif_orientation, read_image, to_bgr8
 from runtime_fixtures import textured_image
 
 
@@ -127,18 +127,18 @@ def test_paths_bytes_and_arrays_agree(tmp_path):
 def test_bad_files_end_in_one_sentence(tmp_path, content, expected):
     path = tmp_path / "photo.jpg"
     path.write_bytes(content)
-    with pytest.raises(RuntimeUserError) as caught:
+    with pytest.raises(UserError) as caught:
         read_image(path)
     message = str(caught.value)
     assert expected in message and str(path) in message and "\n" not in message
 
 
 def test_missing_file_and_folder(tmp_path):
-    with pytest.raises(RuntimeUserError, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         read_image(tmp_path / "nope.jpg")
-    with pytest.raises(RuntimeUserError, match="is a folder"):
+    with pytest.raises(UserError, match="is a folder"):
         read_image(tmp_path)
-    with pytest.raises(RuntimeUserError, match="shape"):
+    with pytest.raises(UserError, match="shape"):
         to_bgr8(np.zeros((2, 3, 5), np.uint8))
     with pytest.raises(TypeError):
         read_image(42)

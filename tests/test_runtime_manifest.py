@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from runtime.errors import RuntimeUserError
-from runtime.manifest import load_manifest, onnx_metadata
+from contract.errors import UserError
+from contract.manifest import load_manifest, onnx_metadata
 from runtime_fixtures import make_model
 
 
@@ -38,14 +38,14 @@ def test_lone_graph_files_carry_their_manifest(tmp_path):
     (folder / "manifest.json").unlink()
     manifest = load_manifest(folder / "model.xml")
     assert manifest.scenes == ("aigc",) and manifest.model_kind == "openvino"
-    with pytest.raises(RuntimeUserError, match="not a complete exported model"):
+    with pytest.raises(UserError, match="not a complete exported model"):
         load_manifest(folder)
 
 
 def test_lone_graph_without_metadata_is_refused(tmp_path):
     folder = make_model(tmp_path, embed=False)
     (folder / "manifest.json").unlink()
-    with pytest.raises(RuntimeUserError, match="carries no gamma-edge manifest"):
+    with pytest.raises(UserError, match="carries no gamma-edge manifest"):
         load_manifest(folder / "model.onnx")
 
 
@@ -63,14 +63,14 @@ def test_lone_graph_without_metadata_is_refused(tmp_path):
 def test_bad_manifests_are_refused_in_one_sentence(tmp_path, change, message):
     folder = make_model(tmp_path)
     edit(folder, change)
-    with pytest.raises(RuntimeUserError) as caught:
+    with pytest.raises(UserError) as caught:
         load_manifest(folder)
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_missing_and_broken(tmp_path):
-    with pytest.raises(RuntimeUserError, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         load_manifest(tmp_path / "nope")
     (tmp_path / "manifest.json").write_text("{not json")
-    with pytest.raises(RuntimeUserError, match="not a readable JSON manifest"):
+    with pytest.raises(UserError, match="not a readable JSON manifest"):
         load_manifest(tmp_path)

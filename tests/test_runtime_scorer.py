@@ -9,9 +9,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from runtime import RuntimeUserError, Scorer
-from runtime.backends import cuda_driver_present
-from runtime.crops import Preprocess, crop_offsets
+from runtime import UserError, Scorer
+from runtime.inference.backends import cuda_driver_present
+from contract.preprocess import Preprocess, crop_offsets
 from runtime_fixtures import make_model, reference_scores, textured_image
 
 SCENES = ("natural", "aigc", "aesthetics")
@@ -76,7 +76,7 @@ def test_openvino_backend_reads_onnx_too(models, photo):
     scorer = Scorer(models["onnx"], backend="openvino")
     assert scorer.describe().startswith("OpenVINO on CPU")
     assert abs(scorer.score(photo) - Scorer(models["onnx"]).score(photo)) < 1e-5
-    with pytest.raises(RuntimeUserError, match="ONNX Runtime cannot run"):
+    with pytest.raises(UserError, match="ONNX Runtime cannot run"):
         Scorer(models["openvino"], backend="onnxruntime")
 
 
@@ -87,9 +87,9 @@ def test_describe_says_what_actually_runs(models):
 
 @pytest.mark.skipif(cuda_driver_present(), reason="this machine has a GPU")
 def test_asking_for_a_gpu_on_a_cpu_machine_is_one_sentence(models):
-    with pytest.raises(RuntimeUserError, match="--device cuda was asked for"):
+    with pytest.raises(UserError, match="--device cuda was asked for"):
         Scorer(models["onnx"], device="cuda")
-    with pytest.raises(RuntimeUserError, match="OpenVINO sees no GPU"):
+    with pytest.raises(UserError, match="OpenVINO sees no GPU"):
         Scorer(models["onnx"], device="gpu")
 
 
@@ -100,7 +100,7 @@ def test_bad_options_are_one_sentence(models):
                             ({"threads": 0}, "--threads must be at least 1"),
                             ({"precision": "fp16"}, "exported as fp32"),
                             ({"backend": "tflite"}, "backend 'tflite'")]:
-        with pytest.raises(RuntimeUserError, match=message):
+        with pytest.raises(UserError, match=message):
             Scorer(models["onnx"], **kwargs)
 
 
@@ -143,15 +143,15 @@ def test_wrong_output_width_is_reported(models, tmp_path, photo):
     document = json.loads((folder / "manifest.json").read_text())
     document["scenes"] = document["scenes"][:2]
     (folder / "manifest.json").write_text(json.dumps(document))
-    with pytest.raises(RuntimeUserError, match="does not belong to this graph"):
+    with pytest.raises(UserError, match="does not belong to this graph"):
         Scorer(folder).score(photo)
 
 
 def test_no_model_and_no_demo_model(tmp_path, monkeypatch):
-    import runtime.scorer
+    import runtime.inference.scorer
 
-    monkeypatch.setattr(runtime.scorer, "DEMO_MODEL", tmp_path / "not-installed")
-    with pytest.raises(RuntimeUserError, match="embedded demo model is not installed.*--model"):
+    monkeypatch.setattr(runtime.inference.scorer, "DEMO_MODEL", tmp_path / "not-installed")
+    with pytest.raises(UserError, match="embedded demo model is not installed.*--model"):
         Scorer()
 
 
@@ -164,7 +164,7 @@ def test_no_model_means_the_embedded_demo_model():
 def test_decode_threads_yield_relative_to_the_process_priority():
     """A process already niced (a Ray worker runs at +15 by default) keeps its decode threads 10 below
     its inference threads, not at an absolute 10 that would rank them near or above inference."""
-    code = ("import os, threading; from runtime.scorer import yield_to_inference\n"
+    code = ("import os, threading; from runtime.inference.scorer import yield_to_inference\n"
             "seen = []\n"
             "def work():\n"
             "    yield_to_inference()\n"

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime import RuntimeUserError, Scorer
-from runtime.stream import RunOptions, Selector, Source, StreamRunner, parse_source
+from runtime import UserError, Scorer
+from runtime.live.stream import RunOptions, Selector, Source, StreamRunner, parse_source
 from runtime_fixtures import CaptureSequence, FakeCapture, make_model, textured_image, write_video
 
 
@@ -44,9 +44,9 @@ def test_parse_source(tmp_path):
     assert parse_source("rtsp://cam/stream").kind == "network"
     assert parse_source("http://host:8080/video.mjpg").live
     assert parse_source(str(video)) == Source(str(video), "file", str(video))
-    with pytest.raises(RuntimeUserError, match="neither a camera index"):
+    with pytest.raises(UserError, match="neither a camera index"):
         parse_source(str(tmp_path / "missing.mp4"))
-    with pytest.raises(RuntimeUserError, match="scheme 'ftp'"):
+    with pytest.raises(UserError, match="scheme 'ftp'"):
         parse_source("ftp://host/a.mp4")
 
 
@@ -91,7 +91,7 @@ def test_truncated_file_ends_early_and_says_so(scorer, tmp_path):
     assert 0 < end["frames"] < 40 and len(scored) == end["frames"] == summary.frames_read
     broken = tmp_path / "cut.mp4"
     broken.write_bytes(write_video(tmp_path / "whole.mp4", frames=20).read_bytes()[:5000])
-    with pytest.raises(RuntimeUserError, match="not a video OpenCV can open"):
+    with pytest.raises(UserError, match="not a video OpenCV can open"):
         run(scorer, parse_source(str(broken)))
 
 
@@ -102,7 +102,7 @@ def test_save_writes_every_frame_annotated(scorer, tmp_path):
     written = frames_of(out)
     assert len(written) == 10 and written[0].shape == (240, 320, 3)
     assert np.abs(written[3][5:20, 5:100].astype(int) - frames_of(video)[3][5:20, 5:100]).mean() > 20   # the overlay
-    with pytest.raises(RuntimeUserError, match="unsupported extension"):
+    with pytest.raises(UserError, match="unsupported extension"):
         run(scorer, parse_source(str(video)), save=str(tmp_path / "out.gif"))
 
 
@@ -163,10 +163,10 @@ def test_live_source_keeps_only_the_newest_frame(scorer):
 
 def test_unreachable_stream_is_one_sentence(scorer):
     # refused at once: said so, not "within 5 s" (issue 14, item 4)
-    with pytest.raises(RuntimeUserError, match="could not be opened: it refused the connection or answered with "
+    with pytest.raises(UserError, match="could not be opened: it refused the connection or answered with "
                                                "an error after 0.0 s"):
         run(scorer, Source("rtsp://nowhere", "network", "rtsp://nowhere"), factory=CaptureSequence([None]))
-    with pytest.raises(RuntimeUserError, match="camera 3 could not be opened"):
+    with pytest.raises(UserError, match="camera 3 could not be opened"):
         run(scorer, parse_source("3"), factory=CaptureSequence([FakeCapture([], opened=False)]))
 
 
@@ -195,7 +195,7 @@ def test_sigterm_ends_the_run_with_a_summary(tmp_path):
 
 
 def test_stop_signals_set_stop_and_restore_handlers():
-    from runtime.stream import StopSignals
+    from runtime.live.stream import StopSignals
 
     previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     stop = threading.Event()
@@ -216,11 +216,11 @@ def test_selector():
 
 def test_bad_run_options(scorer, tmp_path):
     video = parse_source(str(write_video(tmp_path / "a.avi", frames=2)))
-    with pytest.raises(RuntimeUserError, match="--every must be at least 1"):
+    with pytest.raises(UserError, match="--every must be at least 1"):
         run(scorer, video, every=0)
-    with pytest.raises(RuntimeUserError, match="scene 'face'"):
+    with pytest.raises(UserError, match="scene 'face'"):
         run(scorer, video, scene="face")
-    with pytest.raises(RuntimeUserError, match="--show needs"):
+    with pytest.raises(UserError, match="--show needs"):
         run(scorer, video, show=True)
 
 
@@ -287,12 +287,12 @@ def test_ctrl_c_and_sigterm_end_the_run_alike(scorer, tmp_path):
 
 
 def test_save_names_a_codec_this_opencv_lacks(scorer, tmp_path, monkeypatch):
-    import runtime.stream
+    import runtime.live.stream
 
-    monkeypatch.setitem(runtime.stream.VIDEO_CODECS, ".mp4", "ZZZZ")
+    monkeypatch.setitem(runtime.live.stream.VIDEO_CODECS, ".mp4", "ZZZZ")
     video = parse_source(str(write_video(tmp_path / "clip.avi", frames=2)))
-    with pytest.raises(RuntimeUserError, match=r"cannot write \.mp4 video with the ZZZZ codec; use \.mp4"):
+    with pytest.raises(UserError, match=r"cannot write \.mp4 video with the ZZZZ codec; use \.mp4"):
         run(scorer, video, save=str(tmp_path / "out.mp4"))
     assert [p.name for p in tmp_path.iterdir()] == ["clip.avi"]       # the trial file is gone
-    with pytest.raises(RuntimeUserError, match="the folder '/proc' is not writable"):
+    with pytest.raises(UserError, match="the folder '/proc' is not writable"):
         run(scorer, video, save="/proc/a.avi")

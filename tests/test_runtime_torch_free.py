@@ -30,7 +30,7 @@ PROGRAM = textwrap.dedent("""
     import pkgutil
 
     import runtime
-    from runtime.cli import run_command, score_command
+    from runtime.commands.score import run_command, score_command
     heavy = [m for m in ("onnxruntime", "openvino") if m in sys.modules]
     assert not heavy, f"import runtime pulled in {heavy}"
     for module in pkgutil.iter_modules(runtime.__path__):    # every runtime module imports without them
@@ -41,7 +41,7 @@ PROGRAM = textwrap.dedent("""
     openvino_score = runtime.Scorer(model, backend="openvino").score(image)
     rows = list(runtime.Scorer(model).score_many([image, image]))
 
-    from runtime.stream import RunOptions, StreamRunner, parse_source
+    from runtime.live.stream import RunOptions, StreamRunner, parse_source
     summary = StreamRunner(runtime.Scorer(model, crops="center"), parse_source(video), RunOptions()).run()
     leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
     assert not leaked, leaked

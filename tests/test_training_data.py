@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from gamma_edge.errors import GammaUserError
+from contract.errors import UserError
 from training import synth
 from training.datasets import (EpochOrder, TrainingImages, load_dataset, load_registry, read_split_file,
                                resolve_datasets)
-from runtime.metrics import correlations, krcc, plcc, plcc_fit, srcc
+from contract.correlation import correlations, krcc, plcc, plcc_fit, srcc
 
 PAPER_DATASETS = {"koniq10k": (0, 100, False, "natural"), "spaq": (0, 100, False, "natural"),
                   "livec": (0, 100, False, "natural"), "kadid10k": (1, 5, False, "natural"),
@@ -77,11 +77,11 @@ def test_unknown_keys_and_unknown_names_are_named(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"datasets": {"x": {"scene": "natural", "mos_range": [0, 1], "lower_better": False,
                                                   "meta_info": "m.csv", "mos_colum": "q"}}}))
-    with pytest.raises(GammaUserError, match="mos_colum"):
+    with pytest.raises(UserError, match="mos_colum"):
         load_registry([bad])
-    with pytest.raises(GammaUserError, match="unknown dataset 'konig'"):
+    with pytest.raises(UserError, match="unknown dataset 'konig'"):
         resolve_datasets(["konig:/x"], load_registry())
-    with pytest.raises(GammaUserError, match="no root folder"):
+    with pytest.raises(UserError, match="no root folder"):
         resolve_datasets(["koniq10k"], load_registry())
 
 
@@ -107,16 +107,16 @@ def test_full_reference_layout_and_skipped_first_rows(tmp_path):
 
 
 def test_missing_root_and_meta_info_stop_with_the_dataset_named(tmp_path):
-    with pytest.raises(GammaUserError, match=r"dataset 'mine': root folder .*nowhere does not exist"):
+    with pytest.raises(UserError, match=r"dataset 'mine': root folder .*nowhere does not exist"):
         load_dataset(spec_of(tmp_path / "nowhere"), "all")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(GammaUserError, match=r"dataset 'mine': meta-info file .*meta.csv does not exist"):
+    with pytest.raises(UserError, match=r"dataset 'mine': meta-info file .*meta.csv does not exist"):
         load_dataset(spec_of(tmp_path / "empty"), "all")
 
 
 def test_mos_outside_the_declared_range_stops_naming_file_and_line(tmp_path):
     root = write_dataset(tmp_path / "d", [["a.png", "3"], ["b.png", "10.5"], ["c.png", "4"]])
-    with pytest.raises(GammaUserError) as info:
+    with pytest.raises(UserError) as info:
         load_dataset(spec_of(root), "all")
     message = str(info.value)
     assert "dataset 'mine'" in message and "line 3" in message and "meta.csv" in message
@@ -139,7 +139,7 @@ def test_many_missing_images_stop(tmp_path):
     root = write_dataset(tmp_path / "d", rows, size=(64, 64))
     for i in range(5):
         (root / "images" / f"{i}.png").unlink()
-    with pytest.raises(GammaUserError, match=r"5 of 20 images listed in .*missing \(first: line 2"):
+    with pytest.raises(UserError, match=r"5 of 20 images listed in .*missing \(first: line 2"):
         load_dataset(spec_of(root), "all")
 
 
@@ -179,7 +179,7 @@ def test_malicious_split_pickle_is_refused_and_not_executed(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "split.pkl"
     path.write_bytes(pickle.dumps({1: {"train": [_Payload(marker)], "val": []}}))
-    with pytest.raises(GammaUserError, match="refuses"):
+    with pytest.raises(UserError, match="refuses"):
         read_split_file(path)
     assert not marker.exists()
     # The same file WOULD run the command under plain pickle: the test is not vacuous.
@@ -190,7 +190,7 @@ def test_malicious_split_pickle_is_refused_and_not_executed(tmp_path):
 def test_numpy_indices_in_a_split_pickle_are_refused_with_advice(tmp_path):
     path = tmp_path / "split.pkl"
     path.write_bytes(pickle.dumps({1: {"train": [np.int64(3)], "val": []}}))
-    with pytest.raises(GammaUserError, match="plain ints"):
+    with pytest.raises(UserError, match="plain ints"):
         read_split_file(path)
 
 
@@ -201,7 +201,7 @@ def test_json_split_and_split_rows_past_the_meta_info_are_caught(tmp_path):
     assert [s.row for s in load_dataset(spec, "train").samples] == [0, 1, 2]
     assert [s.row for s in load_dataset(spec, "eval").samples] == [3, 4]       # no test part: val
     (root / "split.json").write_text(json.dumps({"1": {"train": [0, 9], "val": []}}))
-    with pytest.raises(GammaUserError, match="refers to row 9 but the meta-info file has 5"):
+    with pytest.raises(UserError, match="refers to row 9 but the meta-info file has 5"):
         load_dataset(spec, "train")
 
 
@@ -303,7 +303,7 @@ def test_views_and_dead_leaves_add_training_scenes_only(tmp_path):
     # Noise-free: most pixels equal their right-hand neighbour (inside a disc).
     same = (np.abs(np.diff(leaves, axis=1)).sum(-1) == 0)
     assert same.mean() > 0.3
-    with pytest.raises(GammaUserError, match="--views"):
+    with pytest.raises(UserError, match="--views"):
         synth.make_synthetic_dataset(tmp_path / "bad", photos=["astronaut", "moon"], views=0)
 
 
@@ -379,8 +379,8 @@ def test_metrics_against_known_values():
 def test_training_evaluation_sees_the_runtimes_crops(tmp_path):
     """Training-time evaluation scores an image exactly as the deployed runtime crops it: the same
     decode (EXIF, alpha), resize and crops, as RGB float tensors."""
-    from runtime.crops import Preprocess
-    from runtime.images import read_image
+    from contract.preprocess import Preprocess
+    from contract.images import read_image
     from training.datasets import EvaluationImages, Sample
 
     rng = np.random.default_rng(0)

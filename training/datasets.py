@@ -32,8 +32,8 @@ import cv2
 import numpy as np
 import torch
 
-from gamma_edge.errors import GammaUserError, read_user_json
-from runtime.crops import CROPS_PER_IMAGE, cut_crops, resize_for_crops, scale_to_short_side
+from contract.errors import UserError, read_user_json
+from contract.preprocess import CROPS_PER_IMAGE, cut_crops, resize_for_crops, scale_to_short_side
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 REGISTRY_FILE = CONFIG_DIR / "datasets.json"
@@ -77,22 +77,22 @@ class DatasetSpec:
     @classmethod
     def from_entry(cls, name: str, entry: dict, source: str) -> "DatasetSpec":
         if not isinstance(entry, dict):
-            raise GammaUserError(f"dataset '{name}' in {source} must be a JSON object")
+            raise UserError(f"dataset '{name}' in {source} must be a JSON object")
         unknown = sorted(set(entry) - SPEC_KEYS)
         if unknown:
-            raise GammaUserError(f"dataset '{name}' in {source} has unknown keys {', '.join(unknown)}; "
+            raise UserError(f"dataset '{name}' in {source} has unknown keys {', '.join(unknown)}; "
                                  f"known keys: {', '.join(sorted(SPEC_KEYS))}")
         for key in ("scene", "mos_range", "lower_better", "meta_info"):
             if key not in entry:
-                raise GammaUserError(f"dataset '{name}' in {source} needs '{key}'")
+                raise UserError(f"dataset '{name}' in {source} needs '{key}'")
         mos_range = entry["mos_range"]
         if not (isinstance(mos_range, list) and len(mos_range) == 2
                 and all(isinstance(v, (int, float)) for v in mos_range) and mos_range[0] < mos_range[1]):
-            raise GammaUserError(f"dataset '{name}' in {source}: mos_range must be [low, high] with low < high")
+            raise UserError(f"dataset '{name}' in {source}: mos_range must be [low, high] with low < high")
         if entry.get("layout", "nr") not in ("nr", "fr"):
-            raise GammaUserError(f"dataset '{name}' in {source}: layout must be 'nr' or 'fr'")
+            raise UserError(f"dataset '{name}' in {source}: layout must be 'nr' or 'fr'")
         if entry.get("eval_split") not in (None, *PARTS):
-            raise GammaUserError(f"dataset '{name}' in {source}: eval_split must be one of {', '.join(PARTS)}")
+            raise UserError(f"dataset '{name}' in {source}: eval_split must be one of {', '.join(PARTS)}")
         values = {k: v for k, v in entry.items() if k != "name"}
         values["mos_range"] = (float(mos_range[0]), float(mos_range[1]))
         values["lower_better"] = bool(entry["lower_better"])
@@ -121,7 +121,7 @@ def _read_registry_file(path: Path) -> dict[str, dict]:
     data = read_user_json(path, "datasets file")
     entries = data.get("datasets") if isinstance(data, dict) else None
     if not isinstance(entries, dict):
-        raise GammaUserError(f"datasets file {path} needs a 'datasets' object mapping names to entries; "
+        raise UserError(f"datasets file {path} needs a 'datasets' object mapping names to entries; "
                              f"see {REGISTRY_FILE}")
     for name, entry in entries.items():
         DatasetSpec.from_entry(name, entry, str(path))   # validate early, name the file
@@ -136,7 +136,7 @@ def resolve_datasets(selection: Sequence[str], registry: dict[str, dict], data_r
     for item in selection:
         name, _, root = str(item).partition(":")
         if name not in registry:
-            raise GammaUserError(f"unknown dataset '{name}'; known: {', '.join(sorted(registry))} "
+            raise UserError(f"unknown dataset '{name}'; known: {', '.join(sorted(registry))} "
                                  "(add one with --datasets-file)")
         entry = {k: v for k, v in registry[name].items() if k != "_source"}
         spec = DatasetSpec.from_entry(name, entry, registry[name].get("_source", "the registry"))
@@ -145,7 +145,7 @@ def resolve_datasets(selection: Sequence[str], registry: dict[str, dict], data_r
         elif not spec.root and data_root:
             spec.root = str(Path(data_root) / (spec.folder or name))
         if not spec.root:
-            raise GammaUserError(f"dataset '{name}' has no root folder; pass --datasets {name}:/path/to/{spec.folder or name} "
+            raise UserError(f"dataset '{name}' has no root folder; pass --datasets {name}:/path/to/{spec.folder or name} "
                                  "or --data-root DIR")
         spec.root = str(Path(spec.root).expanduser())
         if meta_info_dir:
@@ -154,7 +154,7 @@ def resolve_datasets(selection: Sequence[str], registry: dict[str, dict], data_r
                 spec.split_file = _look_in(meta_info_dir, spec.split_file)
         specs.append(spec)
     if len({s.name for s in specs}) != len(specs):
-        raise GammaUserError("a dataset is selected twice in --datasets")
+        raise UserError("a dataset is selected twice in --datasets")
     return specs
 
 
@@ -179,32 +179,32 @@ def read_split_file(path: str | Path, dataset: str = "") -> dict:
     path = Path(path)
     label = f"dataset '{dataset}': split file {path}" if dataset else f"split file {path}"
     if not path.is_file():
-        raise GammaUserError(f"{label} does not exist")
+        raise UserError(f"{label} does not exist")
     raw = path.read_bytes()
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise GammaUserError(f"{label} is not valid JSON ({exc})") from None
+            raise UserError(f"{label} is not valid JSON ({exc})") from None
     else:
         try:
             data = _PlainDataUnpickler(io.BytesIO(raw)).load()
         except pickle.UnpicklingError as exc:
-            raise GammaUserError(f"{label} holds Python objects ({exc}), not plain lists, dicts, ints and "
+            raise UserError(f"{label} holds Python objects ({exc}), not plain lists, dicts, ints and "
                                  "strings; gamma-edge refuses to load them (re-save the indices as plain "
                                  "ints, or as JSON)") from None
         except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
-            raise GammaUserError(f"{label} is not a readable pickle ({exc})") from None
+            raise UserError(f"{label} is not a readable pickle ({exc})") from None
     if not isinstance(data, dict) or not data:
-        raise GammaUserError(f"{label} must map split indices to {{'train': [...], 'val': [...], 'test': [...]}}")
+        raise UserError(f"{label} must map split indices to {{'train': [...], 'val': [...], 'test': [...]}}")
     splits = {}
     for key, parts in data.items():
         if not isinstance(parts, dict) or not set(parts) <= set(PARTS):
-            raise GammaUserError(f"{label}: split {key!r} must be an object with 'train', 'val' and/or 'test' lists")
+            raise UserError(f"{label}: split {key!r} must be an object with 'train', 'val' and/or 'test' lists")
         for part, indices in parts.items():
             if not isinstance(indices, (list, tuple)) or not all(
                     isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices):
-                raise GammaUserError(f"{label}: split {key!r} part '{part}' must be a list of row indices (ints >= 0)")
+                raise UserError(f"{label}: split {key!r} part '{part}' must be a list of row indices (ints >= 0)")
         splits[str(key)] = {part: list(parts.get(part, [])) for part in PARTS}
     return splits
 
@@ -238,11 +238,11 @@ def load_dataset(spec: DatasetSpec, part: str) -> DatasetPart:
     "test", "eval" (the part the dataset is evaluated on) or "all"."""
     root = Path(spec.root or "")
     if not spec.root or not root.is_dir():
-        raise GammaUserError(f"dataset '{spec.name}': root folder {root} does not exist; "
+        raise UserError(f"dataset '{spec.name}': root folder {root} does not exist; "
                              f"pass --datasets {spec.name}:/path/to/{spec.folder or spec.name} or fix --data-root")
     meta_path = _under(root, spec.meta_info)
     if not meta_path.is_file():
-        raise GammaUserError(f"dataset '{spec.name}': meta-info file {meta_path} does not exist")
+        raise UserError(f"dataset '{spec.name}': meta-info file {meta_path} does not exist")
     rows = _read_meta_info(spec, meta_path)
 
     if part == "all":
@@ -262,7 +262,7 @@ def load_dataset(spec: DatasetSpec, part: str) -> DatasetPart:
                               spec.resize_short_side, spec.resize_long_side, f"{spec.name}/{group}" if group else ""))
     if missing and (len(missing) > spec.max_missing_fraction * len(chosen) or not samples):
         _, line, path = missing[0]
-        raise GammaUserError(f"dataset '{spec.name}': {len(missing)} of {len(chosen)} images listed in {meta_path} "
+        raise UserError(f"dataset '{spec.name}': {len(missing)} of {len(chosen)} images listed in {meta_path} "
                              f"are missing (first: line {line}, {path}); check the root and image_dir")
     skipped = [(path, f"missing (line {line} of {meta_path})") for _, line, path in missing]
     return DatasetPart(spec, part, samples, skipped)
@@ -279,11 +279,11 @@ def _read_meta_info(spec: DatasetSpec, meta_path: Path) -> list[tuple[int, str, 
     try:
         text = meta_path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
-        raise GammaUserError(f"dataset '{spec.name}': meta-info file {meta_path} is not a UTF-8 CSV file") from None
+        raise UserError(f"dataset '{spec.name}': meta-info file {meta_path} is not a UTF-8 CSV file") from None
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if not header:
-        raise GammaUserError(f"dataset '{spec.name}': meta-info file {meta_path} is empty")
+        raise UserError(f"dataset '{spec.name}': meta-info file {meta_path} is empty")
     header = [h.strip() for h in header]
     image_col = _column(spec, meta_path, header, spec.image_column, 1 if spec.layout == "fr" else 0, "image")
     mos_col = _column(spec, meta_path, header, spec.mos_column, 2 if spec.layout == "fr" else 1, "MOS")
@@ -296,21 +296,21 @@ def _read_meta_info(spec: DatasetSpec, meta_path: Path) -> list[tuple[int, str, 
             continue
         needed = max(image_col, mos_col, -1 if group_col is None else group_col) + 1
         if len(row) < needed:
-            raise GammaUserError(f"dataset '{spec.name}': line {line_index} of {meta_path} has {len(row)} columns, "
+            raise UserError(f"dataset '{spec.name}': line {line_index} of {meta_path} has {len(row)} columns, "
                                  f"expected at least {needed}")
         name, text_mos = row[image_col].strip(), row[mos_col].strip()
         try:
             mos = float(text_mos)
         except ValueError:
-            raise GammaUserError(f"dataset '{spec.name}': line {line_index} of {meta_path} has MOS '{text_mos}', "
+            raise UserError(f"dataset '{spec.name}': line {line_index} of {meta_path} has MOS '{text_mos}', "
                                  "not a number") from None
         if not (lo - tolerance <= mos <= hi + tolerance):
-            raise GammaUserError(f"dataset '{spec.name}': line {line_index} of {meta_path} ({name}) has MOS {mos:g} "
+            raise UserError(f"dataset '{spec.name}': line {line_index} of {meta_path} ({name}) has MOS {mos:g} "
                                  f"outside the declared range [{lo:g}, {hi:g}]; fix the data or the dataset's mos_range")
         rows.append((line_index, name, mos, "" if group_col is None else row[group_col].strip()))
     rows = rows[spec.skip_first_rows:]
     if not rows:
-        raise GammaUserError(f"dataset '{spec.name}': meta-info file {meta_path} has no data rows")
+        raise UserError(f"dataset '{spec.name}': meta-info file {meta_path} has no data rows")
     return rows
 
 
@@ -321,11 +321,11 @@ def _column(spec, meta_path, header, wanted, default, what) -> int | None:
         return None
     if isinstance(wanted, int):
         if wanted >= len(header):
-            raise GammaUserError(f"dataset '{spec.name}': meta-info file {meta_path} has {len(header)} columns; "
+            raise UserError(f"dataset '{spec.name}': meta-info file {meta_path} has {len(header)} columns; "
                                  f"the {what} column {wanted} does not exist")
         return wanted
     if wanted not in header:
-        raise GammaUserError(f"dataset '{spec.name}': meta-info file {meta_path} has no {what} column '{wanted}' "
+        raise UserError(f"dataset '{spec.name}': meta-info file {meta_path} has no {what} column '{wanted}' "
                              f"(columns: {', '.join(header)})")
     return header.index(wanted)
 
@@ -336,7 +336,7 @@ def _split_rows(spec: DatasetSpec, root: Path, n_rows: int, part: str) -> list[i
         splits = read_split_file(split_path, spec.name)
         key = str(spec.split_index)
         if key not in splits:
-            raise GammaUserError(f"dataset '{spec.name}': split file {split_path} has no split index {key} "
+            raise UserError(f"dataset '{spec.name}': split file {split_path} has no split index {key} "
                                  f"(it has {', '.join(sorted(splits))})")
         parts = splits[key]
         source = f"split file {split_path}"
@@ -353,7 +353,7 @@ def _split_rows(spec: DatasetSpec, root: Path, n_rows: int, part: str) -> list[i
     indices = parts[part]
     beyond = [i for i in indices if i >= n_rows]
     if beyond:
-        raise GammaUserError(f"dataset '{spec.name}': {source} refers to row {beyond[0]} but the meta-info file has "
+        raise UserError(f"dataset '{spec.name}': {source} refers to row {beyond[0]} but the meta-info file has "
                              f"{n_rows} data rows (after skip_first_rows={spec.skip_first_rows}); "
                              "the split does not belong to this meta-info file")
     return list(indices)
@@ -362,22 +362,22 @@ def _split_rows(spec: DatasetSpec, root: Path, n_rows: int, part: str) -> list[i
 # ---------------------------------------------------------------- images
 
 def read_image(path: str, shrink_to: int | None = None) -> np.ndarray | None:
-    """HxWx3 uint8 RGB decoded as the runtime decodes (runtime.images: EXIF orientation, alpha on white,
+    """HxWx3 uint8 RGB decoded as the runtime decodes (contract.images: EXIF orientation, alpha on white,
     16-bit high byte), or None if the file cannot be decoded. `shrink_to`: the long side it will be
     shrunk to, which lets a large JPEG decode at reduced scale exactly as the runtime does."""
-    from runtime.errors import RuntimeUserError
-    from runtime.images import read_image as decode
+    from contract.errors import UserError
+    from contract.images import read_image as decode
 
     try:
         image = decode(path, shrink_to=shrink_to)
-    except RuntimeUserError:
+    except UserError:
         return None
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def prepare_for_crops(path: str, crop_size: int, long_side: int | None, short_side: int | None) -> np.ndarray | None:
     """Decode and resize one image as its dataset is configured (short side first, for the datasets the
-    authors pre-resized), then by the runtime's rule (runtime.crops); None if it cannot be decoded."""
+    authors pre-resized), then by the runtime's rule (contract.preprocess); None if it cannot be decoded."""
     image = read_image(path, shrink_to=None if short_side else long_side)
     if image is None:
         return None

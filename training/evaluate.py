@@ -17,10 +17,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from gamma_edge.errors import GammaUserError
-from runtime.manifest import CROP_PROTOCOLS as PROTOCOLS
+from contract.errors import UserError
+from contract.manifest import CROP_PROTOCOLS as PROTOCOLS
 from training.datasets import DatasetPart, EvaluationImages
-from runtime.metrics import correlations
+from contract.correlation import correlations
 
 
 @torch.no_grad()
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return _evaluate(args)
-    except GammaUserError as exc:
+    except UserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
 
@@ -121,7 +121,7 @@ def _evaluate(args) -> int:
     model = load_checkpoint(args.checkpoint, device=device)
     for spec in specs:
         if spec.scene not in model.scenes:
-            raise GammaUserError(f"dataset '{spec.name}' is scored as scene '{spec.scene}', which "
+            raise UserError(f"dataset '{spec.name}' is scored as scene '{spec.scene}', which "
                                  f"{args.checkpoint} does not know (it has: {', '.join(model.scenes)})")
     parts = [load_dataset(spec, args.split) for spec in specs]
     results, skipped = evaluate_parts(model, parts, args.crops, device, args.batch_size, args.num_workers,

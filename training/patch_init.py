@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from gamma_edge.errors import GammaUserError
+from contract.errors import UserError
 
 # Frequencies (cycles per 64 pixels, DCT-II index) for a 32-pixel patch; scaled to other patch sizes.
 FREQUENCIES_32 = (1, 2, 3, 4, 6, 8, 12, 16, 20, 24, 28, 31)
@@ -32,7 +32,7 @@ def dct_patch_bank(out_channels: int, kernel: int, seed: int = 0, chroma: int = 
     freqs = sorted({max(1, min(kernel - 1, round(f * kernel / 32))) for f in FREQUENCIES_32})
     pairs = [(u, v) for u in freqs for v in freqs]
     if out_channels - 3 - chroma > len(pairs) or chroma > len(pairs):
-        raise GammaUserError(f"patch_embedding 'dct' has {len(pairs)} frequency pairs for {kernel}-pixel patches, "
+        raise UserError(f"patch_embedding 'dct' has {len(pairs)} frequency pairs for {kernel}-pixel patches, "
                              f"fewer than the tower's {out_channels - 3} non-colour channels; use 'random'")
     n = torch.arange(kernel, dtype=torch.float64)
 

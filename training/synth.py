@@ -8,7 +8,7 @@ level, the same for every kind:
     mos = 1 - level / (levels + 1)            (pristine 1.0, strongest 1/(levels+1))
 
 so within a photograph and a kind the quality order is exact. The distortions are
-gamma_edge.distortions (torch-free), shared with the demo and INT8 calibration. The split holds a
+contract.degradations (torch-free), shared with the demo and INT8 calibration. The split holds a
 group of photographs out entirely, so test images show scenes never seen in
 training. Output, in the IQA-PyTorch meta-info layout the registry's
 "synthetic" entry reads:
@@ -34,8 +34,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gamma_edge.distortions import DISTORTIONS, distort, draw, mos_of
-from gamma_edge.errors import GammaUserError
+from contract.degradations import DISTORTIONS, distort, draw, mos_of
+from contract.errors import UserError
 
 # Colour photographs shipped inside the scikit-image wheel (no download needed).
 PHOTOS = {
@@ -61,13 +61,13 @@ def photo_path(name: str) -> Path:
         try:
             return Path(importlib.import_module(package).__file__).parent / inside
         except ImportError:
-            raise GammaUserError(f"photo '{name}' ships with {package}, which is not installed "
+            raise UserError(f"photo '{name}' ships with {package}, which is not installed "
                                  "(pip install -e '.[full]')") from None
     import skimage.data
 
     files = {**PHOTOS, **GREY_PHOTOS}
     if name not in files:
-        raise GammaUserError(f"unknown photo '{name}'; shipped photos: {', '.join([*files, *OTHER_PHOTOS])}")
+        raise UserError(f"unknown photo '{name}'; shipped photos: {', '.join([*files, *OTHER_PHOTOS])}")
     return Path(skimage.data.__file__).parent / files[name]
 
 
@@ -97,17 +97,17 @@ def scene_source(scene: str) -> str | None:
 def own_photos(folder: str | Path) -> tuple[dict[str, Path], list[str]]:
     """The builder's own photos: every readable image in `folder` (not its subfolders), named by its
     file stem, and one sentence per file that could not be read (skipped)."""
-    from runtime.errors import RuntimeUserError
-    from runtime.images import IMAGE_SUFFIXES, read_image
+    from contract.errors import UserError
+    from contract.images import IMAGE_SUFFIXES, read_image
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise GammaUserError(f"--photos-dir '{folder}' is not a folder")
+        raise UserError(f"--photos-dir '{folder}' is not a folder")
     found, skipped = {}, []
     for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
         try:
             read_image(path)
-        except RuntimeUserError as exc:
+        except UserError as exc:
             skipped.append(f"skipped: {exc}")
             continue
         if scene_source(path.stem) != path.stem:
@@ -119,7 +119,7 @@ def own_photos(folder: str | Path) -> tuple[dict[str, Path], list[str]]:
             continue
         found[path.stem] = path
     if not found:
-        raise GammaUserError(f"--photos-dir '{folder}' holds no readable image "
+        raise UserError(f"--photos-dir '{folder}' holds no readable image "
                              f"({', '.join(sorted(IMAGE_SUFFIXES)[:6])}, ...)")
     return found, skipped
 
@@ -127,15 +127,15 @@ def own_photos(folder: str | Path) -> tuple[dict[str, Path], list[str]]:
 def read_photo(name: str | Path) -> np.ndarray:
     """A shipped photograph (by name) or an image file (a Path) as RGB uint8 at its own size."""
     if isinstance(name, Path):
-        from runtime.images import read_image
+        from contract.images import read_image
 
         return np.ascontiguousarray(read_image(name)[..., ::-1])
     path = photo_path(name)
     if not path.is_file():
-        raise GammaUserError(f"photo '{name}' ({path}) is not in the installed scikit-image package")
+        raise UserError(f"photo '{name}' ({path}) is not in the installed scikit-image package")
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise GammaUserError(f"photo '{name}' ({path}) cannot be decoded")
+        raise UserError(f"photo '{name}' ({path}) cannot be decoded")
     return np.ascontiguousarray(image[..., ::-1])
 
 
@@ -202,7 +202,7 @@ def make_synthetic_dataset(out: str | Path, photos=None, kinds=None, levels: int
     """Write the dataset to `out`; returns a summary (counts, test photos).
 
     variants 0: each (photo, kind, level) once with the kind's fixed defaults. variants N >= 1: N
-    versions, each with its own random nuisance (gamma_edge.distortions.draw: the motion's angle,
+    versions, each with its own random nuisance (contract.degradations.draw: the motion's angle,
     the exposure method, ...), and the pristine photo listed len(kinds) times so that it weighs in
     training like one level of one kind in N draws would not drown it. `test_photos` names the
     held-out photos instead of drawing them. views N > 1: each training photo gives N scenes, itself and
@@ -215,18 +215,18 @@ def make_synthetic_dataset(out: str | Path, photos=None, kinds=None, levels: int
     kinds = list(kinds or DISTORTIONS)
     unknown = [k for k in kinds if k not in DISTORTIONS]
     if unknown:
-        raise GammaUserError(f"unknown distortion {unknown[0]}; known: {', '.join(DISTORTIONS)}")
+        raise UserError(f"unknown distortion {unknown[0]}; known: {', '.join(DISTORTIONS)}")
     if levels < 1:
-        raise GammaUserError("--levels must be at least 1")
+        raise UserError("--levels must be at least 1")
     if views < 1 or leaves < 0:
-        raise GammaUserError("--views must be at least 1 and --leaves at least 0")
+        raise UserError("--views must be at least 1 and --leaves at least 0")
     if len(set(photos)) < 2:
-        raise GammaUserError("the synthetic set needs at least 2 photos (one for training, one for testing)")
+        raise UserError("the synthetic set needs at least 2 photos (one for training, one for testing)")
     rng = np.random.default_rng(seed)
     if test_photos:
         test_photos = set(test_photos)
         if not test_photos <= set(photos):
-            raise GammaUserError(f"--test-photos {', '.join(sorted(test_photos - set(photos)))} are not among --photos")
+            raise UserError(f"--test-photos {', '.join(sorted(test_photos - set(photos)))} are not among --photos")
     else:
         n_test = min(len(photos) - 1, max(1, round(test_fraction * len(photos))))
         test_photos = set(rng.choice(sorted(set(photos)), size=n_test, replace=False).tolist())
@@ -312,7 +312,7 @@ def main(argv=None) -> int:
         summary = make_synthetic_dataset(args.out, args.photos, args.kinds, args.levels, args.short_side,
                                          args.test_fraction, args.seed, args.variants, args.test_photos,
                                          args.views, args.leaves, args.photos_dir)
-    except GammaUserError as exc:
+    except UserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     for line in summary["skipped"]:

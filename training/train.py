@@ -33,8 +33,8 @@ from pathlib import Path
 
 import torch
 
-from gamma_edge.errors import GammaUserError, read_user_json
-from runtime.atomic import write_atomically
+from contract.errors import UserError, read_user_json
+from contract.atomic import write_atomically
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "unified_sdp.json"
@@ -65,13 +65,13 @@ def read_config(path: str | Path) -> dict:
         if shipped.is_file():
             path = shipped
         else:
-            raise GammaUserError(f"training config {path} does not exist "
+            raise UserError(f"training config {path} does not exist "
                                  f"(shipped: {', '.join(p.stem for p in sorted(CONFIG_DIR.glob('*.json')) if p.stem != 'datasets')})")
     data = read_user_json(path, "training config")
     data = {k: v for k, v in data.items() if k != "about"}
     unknown = sorted(set(data) - SETTING_KEYS)
     if unknown:
-        raise GammaUserError(f"training config {path} has unknown keys {', '.join(unknown)}; "
+        raise UserError(f"training config {path} has unknown keys {', '.join(unknown)}; "
                              f"known: {', '.join(sorted(SETTING_KEYS))}")
     base = json.loads(DEFAULT_CONFIG.read_text())
     base.pop("about", None)
@@ -81,37 +81,37 @@ def read_config(path: str | Path) -> dict:
 
 def check_settings(s: dict) -> dict:
     if s["optimizer"] != "adam":
-        raise GammaUserError(f"optimizer '{s['optimizer']}' is not supported (adam)")
+        raise UserError(f"optimizer '{s['optimizer']}' is not supported (adam)")
     if s["schedule"] not in ("cosine", "constant"):
-        raise GammaUserError(f"schedule '{s['schedule']}' is not supported (cosine, constant)")
+        raise UserError(f"schedule '{s['schedule']}' is not supported (cosine, constant)")
     if s["loss"] != "mse":
-        raise GammaUserError(f"loss '{s['loss']}' is not supported (mse)")
+        raise UserError(f"loss '{s['loss']}' is not supported (mse)")
     rank_weight, group_size = s["rank_weight"], s["group_size"]
     if not isinstance(rank_weight, (int, float)) or isinstance(rank_weight, bool) or rank_weight < 0:
-        raise GammaUserError(f"rank_weight must be a number >= 0, not {rank_weight!r}")
+        raise UserError(f"rank_weight must be a number >= 0, not {rank_weight!r}")
     if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 0:
-        raise GammaUserError(f"group_size must be an integer >= 0, not {group_size!r}")
+        raise UserError(f"group_size must be an integer >= 0, not {group_size!r}")
     if rank_weight > 0 and group_size < 2:
-        raise GammaUserError("rank_weight needs batches holding several versions of a photo: set group_size "
+        raise UserError("rank_weight needs batches holding several versions of a photo: set group_size "
                              "(--group-size 4) as well")
     if group_size > s["batch_size"]:
-        raise GammaUserError(f"group_size {group_size} is larger than batch_size {s['batch_size']}")
+        raise UserError(f"group_size {group_size} is larger than batch_size {s['batch_size']}")
     if s["prompts"] not in ("sdp", "plain"):
-        raise GammaUserError(f"prompts must be 'sdp' or 'plain', not '{s['prompts']}'")
-    from runtime.manifest import CROP_PROTOCOLS as PROTOCOLS
+        raise UserError(f"prompts must be 'sdp' or 'plain', not '{s['prompts']}'")
+    from contract.manifest import CROP_PROTOCOLS as PROTOCOLS
     for protocol in s["eval_crops"]:
         if protocol not in PROTOCOLS:
-            raise GammaUserError(f"unknown crop protocol '{protocol}'; known: {', '.join(PROTOCOLS)}")
+            raise UserError(f"unknown crop protocol '{protocol}'; known: {', '.join(PROTOCOLS)}")
     for key in ("epochs", "batch_size", "crop_size", "eval_batch_size"):
         if not isinstance(s[key], int) or s[key] < 1:
-            raise GammaUserError(f"{key} must be a positive integer, not {s[key]!r}")
+            raise UserError(f"{key} must be a positive integer, not {s[key]!r}")
     if not s["datasets"]:
-        raise GammaUserError("no datasets selected; pass --datasets NAME[:ROOT] ...")
+        raise UserError("no datasets selected; pass --datasets NAME[:ROOT] ...")
     if s["patch_embedding"] not in PATCH_EMBEDDINGS:
-        raise GammaUserError(f"patch_embedding must be one of {', '.join(PATCH_EMBEDDINGS)}, "
+        raise UserError(f"patch_embedding must be one of {', '.join(PATCH_EMBEDDINGS)}, "
                              f"not '{s['patch_embedding']}'")
     if s["patch_embedding"] != "random" and s["init_backbone"]:
-        raise GammaUserError(f"patch_embedding '{s['patch_embedding']}' replaces a random backbone's patch convolution; "
+        raise UserError(f"patch_embedding '{s['patch_embedding']}' replaces a random backbone's patch convolution; "
                              "drop it when initialising from pretrained weights (--init-backbone)")
     return s
 
@@ -236,9 +236,9 @@ def load_state(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file: say which, without a traceback
-        raise GammaUserError(f"resume state {path} cannot be read ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"resume state {path} cannot be read ({str(exc).splitlines()[0]})") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise GammaUserError(f"{path} is not a gamma-edge training state")
+        raise UserError(f"{path} is not a gamma-edge training state")
     return state
 
 
@@ -283,7 +283,7 @@ def machine(device: torch.device) -> str:
     """What trained an epoch, for its log record: CPU weights depend on the CPU kind and the thread count."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, {torch.cuda.device_count()} GPU(s) visible"
-    from runtime.hardware import detect_cpu
+    from contract.hardware import detect_cpu
     threads = torch.get_num_threads()
     return f"{detect_cpu().describe()}; {threads} thread{'s' if threads != 1 else ''}"
 
@@ -342,7 +342,7 @@ class TrainingRun:
         self.eval_parts = [load_dataset(spec, "eval") for spec in self.specs] if s["eval_every"] else []
         self.samples = [sample for part in train_parts for sample in part.samples]
         if not self.samples:
-            raise GammaUserError("the selected datasets have no training images")
+            raise UserError("the selected datasets have no training images")
         self.skipped = sorted({item for part in train_parts + self.eval_parts for item in part.skipped})
         for path, reason in self.skipped:
             self.say(f"skipping {path}: {reason}")
@@ -352,7 +352,7 @@ class TrainingRun:
         model = build_model(s, s["seed"])
         for spec in self.specs:
             if spec.scene not in model.scenes:
-                raise GammaUserError(f"dataset '{spec.name}' needs scene '{spec.scene}', which is not among the "
+                raise UserError(f"dataset '{spec.name}' needs scene '{spec.scene}', which is not among the "
                                      f"model's scenes ({', '.join(model.scenes)}); add it with --scenes-file")
         self.fingerprint = frozen_fingerprint(model)
         model.to(dist.device)
@@ -363,7 +363,7 @@ class TrainingRun:
         if s["steps_per_epoch"]:
             steps = min(steps, int(s["steps_per_epoch"]))
         if steps < 1:
-            raise GammaUserError(f"{len(self.samples)} training images make no batch of {s['batch_size']} "
+            raise UserError(f"{len(self.samples)} training images make no batch of {s['batch_size']} "
                                  f"per process ({dist.world} processes)")
         self.steps_per_epoch = steps
         total_steps = steps * s["epochs"]
@@ -388,7 +388,7 @@ class TrainingRun:
         s = self.s
         state = load_state(self.state_path)
         if state["frozen_sha256"] != self.fingerprint:
-            raise GammaUserError(f"cannot resume {self.out}: the rebuilt model's frozen weights differ from the run's "
+            raise UserError(f"cannot resume {self.out}: the rebuilt model's frozen weights differ from the run's "
                                  "(was the --init-backbone file changed?)")
         with torch.no_grad():
             for name, p in self.trainable.items():
@@ -634,17 +634,17 @@ def settings_from_args(args) -> dict:
     overrides = {k: v for k, v in vars(args).items() if k in SETTING_KEYS and v is not None}
     if args.resume:
         if not (out / STATE_FILE).is_file() or not (out / SETTINGS_FILE).is_file():
-            raise GammaUserError(f"{out} holds no run to resume (no {STATE_FILE} / {SETTINGS_FILE})")
+            raise UserError(f"{out} holds no run to resume (no {STATE_FILE} / {SETTINGS_FILE})")
         fixed = sorted(set(overrides) - RESUME_OVERRIDABLE) + (["config"] if args.config else [])
         if fixed:
-            raise GammaUserError(f"--resume continues the run as configured in {out / SETTINGS_FILE}; "
+            raise UserError(f"--resume continues the run as configured in {out / SETTINGS_FILE}; "
                                  f"drop --{fixed[0].replace('_', '-')}")
         # A setting added after the run began takes the default config's value, which leaves it off.
         settings = {**read_config(DEFAULT_CONFIG), **json.loads((out / SETTINGS_FILE).read_text())}
         settings.update(overrides)
         return settings
     if (out / STATE_FILE).exists():
-        raise GammaUserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     settings = read_config(args.config) if args.config else read_config(DEFAULT_CONFIG)
     settings.update(overrides)
     return absolute_paths(check_settings(settings))
@@ -661,7 +661,7 @@ def main(argv=None) -> int:
                 (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
         train(settings, out, resume=args.resume, device=args.device, progress=not args.no_progress,
               stop_after_steps=args.stop_after_steps)
-    except GammaUserError as exc:
+    except UserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,118 @@
+"""The fleet's Prometheus endpoint (prometheus-client; `pip install 'gamma-edge[fleet]'`).
+
+Per-camera figures are read from the fleet when Prometheus scrapes (a collector, not a second
+set of counters kept in step), so they always equal the run's own counts. Inference latency and
+batch size are histograms observed by the inference loop; process CPU and memory come from
+prometheus-client's process collector. Names and PromQL: docs/fleet.md, "Metrics".
+"""
+from __future__ import annotations
+
+import errno
+import time
+from typing import Callable
+
+from contract.errors import UserError
+
+# counter name (without _total) -> (the feed's count it reads, help text)
+CAMERA_COUNTERS = {
+    "gamma_edge_frames_read": ("read", "Frames read from the camera's source."),
+    "gamma_edge_frames_scored": ("scored", "Frames scored."),
+    "gamma_edge_frames_dropped": ("dropped", "Frames replaced by a newer one before they could be scored."),
+    "gamma_edge_frames_skipped": ("skipped", "Frames not scored because of the camera's fps limit."),
+    "gamma_edge_frames_not_scored": ("not_scored", "Blank filler frames and frames read while a (re)connect settles."),
+    "gamma_edge_reconnects": ("reconnects", "Times the source came back after it stopped delivering frames."),
+}
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def load_prometheus():
+    try:
+        import prometheus_client
+    except ImportError:
+        raise UserError("--metrics-port needs the prometheus-client package; "
+                               "pip install 'gamma-edge[fleet]'") from None
+    return prometheus_client
+
+
+class FleetCollector:
+    """Reads every camera's figures at scrape time from `feeds()` (runtime/fleet/runner.py's Feed)."""
+
+    def __init__(self, feeds: Callable[[], list], states: tuple[str, ...], events: tuple[str, ...]):
+        self.feeds, self.states, self.events = feeds, states, events
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        feeds, now = self.feeds(), time.monotonic()
+        score = GaugeMetricFamily("gamma_edge_score", "Latest score of the camera.", labels=["camera"])
+        smoothed = GaugeMetricFamily("gamma_edge_score_smoothed", "Smoothed score (mean of the last N).",
+                                     labels=["camera"])
+        state = GaugeMetricFamily("gamma_edge_camera_state", "1 for the camera's current state, 0 for the others.",
+                                  labels=["camera", "state"])
+        since = GaugeMetricFamily("gamma_edge_seconds_since_last_frame",
+                                  "Seconds since the camera's source delivered a frame.", labels=["camera"])
+        events = CounterMetricFamily("gamma_edge_events", "Quality events raised.", labels=["camera", "event"])
+        counters = {name: CounterMetricFamily(name, text, labels=["camera"])
+                    for name, (_, text) in CAMERA_COUNTERS.items()}
+        for feed in feeds:
+            name, watch = feed.camera.name, feed.watch
+            if watch.smoothing.score is not None:
+                score.add_metric([name], watch.smoothing.score)
+                smoothed.add_metric([name], watch.smoothing.smoothed)
+            current = watch.state
+            for value in self.states:
+                state.add_metric([name, value], 1.0 if value == current else 0.0)
+            since.add_metric([name], feed.seconds_since_frame(now))
+            counts = feed.counts()
+            for metric, (key, _) in CAMERA_COUNTERS.items():
+                counters[metric].add_metric([name], counts[key])
+            for event in self.events:
+                events.add_metric([name, event], feed.event_counts.get(event, 0))
+        yield from (score, smoothed, state, since, events, *counters.values())
+
+
+class FleetMetrics:
+    """Its own registry (nothing global), served over HTTP on `port`."""
+
+    def __init__(self, feeds: Callable[[], list], states: tuple[str, ...], events: tuple[str, ...]):
+        client = load_prometheus()
+        self.registry = client.CollectorRegistry()
+        self.registry.register(FleetCollector(feeds, states, events))
+        client.ProcessCollector(registry=self.registry)
+        self.latency = client.Histogram("gamma_edge_inference_seconds", "Seconds one backend call takes.",
+                                        buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_images = client.Histogram("gamma_edge_batch_images", "Images (frames) per backend call.",
+                                             buckets=BATCH_BUCKETS, registry=self.registry)
+        self.batch_crops = client.Histogram("gamma_edge_batch_crops", "Crops per backend call.",
+                                            buckets=BATCH_BUCKETS, registry=self.registry)
+        self.capture_to_score = client.Histogram("gamma_edge_capture_to_score_seconds",
+                                                 "Seconds from reading a frame to its score.",
+                                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.server = None
+
+    def observe_batch(self, images: int, crops: int, seconds: float) -> None:
+        self.latency.observe(seconds)
+        self.batch_images.observe(images)
+        self.batch_crops.observe(crops)
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> "FleetMetrics":
+        client = load_prometheus()
+        try:
+            self.server, _ = client.start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UserError(f"--metrics-port {port} is already in use on {host}; "
+                                       f"choose another port or stop the program holding it") from None
+            raise UserError(f"--metrics-port {port} cannot be served on {host} ({exc.strerror}); "
+                                   f"check --metrics-host and the port") from None
+        return self
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
