@@ -86,7 +86,7 @@ class Clock:
 
 
 def run_single_process(images: str, model: str, crops: str | None) -> dict:
-    from runtime.commands.score import expand_paths
+    from runtime.dataset.inputs import expand_paths
     from runtime.inference.scorer import Scorer
 
     clock = Clock()

@@ -195,7 +195,7 @@ def main() -> None:
         model, gflop = fake_model(work / "fake")
         note = f"FAKE model (no export given): ViT-like MLP stack, {gflop:.1f} GFLOP per crop, random weights"
     if args.photos:
-        from runtime.commands.score import expand_paths
+        from runtime.dataset.inputs import expand_paths
         paths = [Path(p) for p in expand_paths([str(args.photos)])]
     else:
         paths = bundled_photos(work / "photos")

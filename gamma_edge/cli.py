@@ -17,7 +17,7 @@ COMMANDS = {
              "Run the whole chain on the embedded demo model in about a minute."),
     "score": ("runtime.commands.score:score_command",
               "Score images, folders or globs with an exported model (torch-free)."),
-    "run": ("runtime.commands.score:run_command",
+    "run": ("runtime.commands.run:run_command",
             "Score a camera, video file or network stream live (torch-free)."),
     "export": ("export.cli:export_command",
                "Export a checkpoint to per-scene ONNX / OpenVINO graphs (FP32, FP16, INT8)."),

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runtime.commands.score import expand_paths
+from runtime.dataset.inputs import expand_paths
 from contract.errors import UserError
 from contract.manifest import load_manifest
 from runtime.dataset.ray_engine import TEST_ACTOR_EXIT, RayOptions, check_reachable, plan_actors, score_with_ray

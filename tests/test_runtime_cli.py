@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from runtime import Scorer
-from runtime.commands.score import run_command, score_command
+from runtime.commands.run import run_command
+from runtime.commands.score import score_command
 from runtime_fixtures import make_model, textured_image, write_video
 
 REPO = Path(__file__).resolve().parents[1]

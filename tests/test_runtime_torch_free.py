@@ -30,11 +30,14 @@ PROGRAM = textwrap.dedent("""
     import pkgutil
 
     import runtime
-    from runtime.commands.score import run_command, score_command
+    from runtime.commands.run import run_command
+    from runtime.commands.score import score_command
     heavy = [m for m in ("onnxruntime", "openvino") if m in sys.modules]
     assert not heavy, f"import runtime pulled in {heavy}"
-    for module in pkgutil.iter_modules(runtime.__path__):    # every runtime module imports without them
-        importlib.import_module(f"runtime.{module.name}")
+    import contract
+    for package in (runtime, contract):         # every runtime and contract module imports without them
+        for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            importlib.import_module(module.name)
 
     model, image, video = sys.argv[1:4]
     onnx_score = runtime.Scorer(model).score(image)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from runtime.commands.score import run_command
+from runtime.commands.run import run_command
 from runtime.live.stream import ENDINGS, NATIVE_LOG_VARIABLES
 from runtime_fixtures import make_model, write_video
 from stream_servers import MjpegServer, NotFound, Serve, refused_url

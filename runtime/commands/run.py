@@ -1,0 +1,266 @@
+"""`gamma-edge run`: score a camera, a video file or a stream as it plays; or watch a fleet.
+
+Per-frame JSON lines go to stdout or --jsonl FILE; the line saying which backend runs, gaps,
+reconnects, events and the run summary go to stderr.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import click
+
+from contract.errors import UserError, user_errors
+from runtime.commands.options import ModelChoice, make_scorer, model_options, option_group, output_stream
+
+
+class _Retries(click.ParamType):
+    """--retries: a count (0 or more) or 'forever'."""
+
+    name = "N|forever"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, int) and value >= 0:
+            return value
+        text = str(value).strip().lower()
+        if text == "forever":
+            return None
+        if text.isdigit():
+            return int(text)
+        self.fail(f"{value!r} is neither a count (0 or more) nor 'forever'", param, ctx)
+
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveChoice:
+    """How frames are read, chosen and scored, and where the results of one source go."""
+
+    every: int = 1
+    max_fps: float | None = None
+    smooth: int = 1
+    threshold: float | None = None
+    jsonl: Path | None = None
+    save: Path | None = None
+    show: bool = False
+    max_frames: int | None = None
+    open_timeout: float = 5.0
+    read_timeout: float = 5.0
+    retries: int | None = None
+    backoff: float = 0.5
+    backoff_max: float = 10.0
+    verbose: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class FleetChoice:
+    """A fleet's cameras (--config) and what it publishes: events, states, metrics, snapshots."""
+
+    config: Path | None = None
+    mqtt: str | None = None
+    mqtt_prefix: str | None = None
+    metrics_port: int | None = None
+    metrics_host: str | None = None
+    hold: float | None = None
+    margin: float | None = None
+    snapshots: Path | None = None
+    webhook: str | None = None
+
+    def asks_for_fleet(self) -> bool:
+        return any(value is not None for value in (self.config, self.mqtt, self.metrics_port, self.webhook))
+
+
+live_options = option_group(LiveChoice, "live", [
+    click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Score every N-th frame."),
+    click.option("--fps", "max_fps", type=click.FloatRange(min=0, min_open=True), default=None,
+                 help="Score at most F frames per second (video time for files)."),
+    click.option("--smooth", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Smoothed score: mean of the last N scores."),
+    click.option("--threshold", type=float, default=None, help="Flag frames whose smoothed score is below this."),
+    click.option("--jsonl", type=click.Path(path_type=Path, allow_dash=True), default=None,
+                 help="Per-frame JSON lines to FILE ('-' for stdout)."),
+    click.option("--save", type=click.Path(path_type=Path), default=None,
+                 help="Write the annotated video here (.mp4 or .avi)."),
+    click.option("--show", is_flag=True, help="Show the frames with their score in a window (q quits)."),
+    click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after N frames read."),
+    click.option("--open-timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+                 metavar="SECONDS", help="Network streams: how long one open (connect, first frame) may take."),
+    click.option("--read-timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+                 metavar="SECONDS", help="Network streams: how long without a frame before the stream counts as lost."),
+    click.option("--retries", type=_Retries(), default="forever", show_default=True,
+                 help="Reopen attempts after a live source stops delivering frames, before the run ends "
+                      "'source lost' (exit 3). Counted per outage; the first open is tried once."),
+    click.option("--backoff", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
+                 metavar="SECONDS", help="Wait before the second reopen attempt; it doubles after each failure ..."),
+    click.option("--backoff-max", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+                 metavar="SECONDS", help="... up to this."),
+    click.option("--verbose", "-v", is_flag=True,
+                 help="Also print OpenCV's and FFmpeg's own warnings (silenced by default)."),
+])
+
+fleet_options = option_group(FleetChoice, "fleet", [
+    click.option("--config", type=click.Path(path_type=Path), default=None,
+                 help="Fleet: cameras and their settings, MQTT and metrics from a YAML or TOML file (docs/fleet.md)."),
+    click.option("--mqtt", default=None, metavar="URL",
+                 help="Fleet: send quality events and states to this MQTT broker (mqtt://HOST:PORT)."),
+    click.option("--mqtt-prefix", default=None, help="Fleet: MQTT topic prefix. Default: gamma-edge."),
+    click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+                 help="Fleet: serve Prometheus metrics on this port (0: any free port)."),
+    click.option("--metrics-host", default=None, help="Fleet: address of the metrics endpoint. Default: 0.0.0.0."),
+    click.option("--hold", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+                 help="Fleet: a condition (degraded, frozen, covered) must hold this long before its event. Default: 10."),
+    click.option("--margin", type=click.FloatRange(min=0), default=None,
+                 help="Fleet: recovered only once the smoothed score is at --threshold + margin. Default: 0.05."),
+    click.option("--snapshots", type=click.Path(path_type=Path), default=None,
+                 help="Fleet: save a JPEG of the frame at each quality event in this folder."),
+    click.option("--webhook", default=None, metavar="URL", help="Fleet: POST each quality event as JSON to this URL."),
+])
+
+
+@click.command("run")
+@click.argument("sources", nargs=-1, metavar="[SOURCE]...")
+@model_options
+@live_options
+@fleet_options
+def run_command(sources, choice: ModelChoice, live: LiveChoice, fleet: FleetChoice):
+    """Score a camera, video file or network stream as it plays; or a fleet of cameras.
+
+    SOURCE is a camera index or 'camera', a video file, or an rtsp:// / http:// stream.
+    Live sources keep only the newest frame; files are read in order. Ctrl-C or SIGTERM
+    ends the run with a summary (on stderr, and as the last JSON line); a second one
+    stops waiting for a stalled source.
+
+    Several live sources (NAME=SOURCE, or cam1, cam2, ... in order), a --config file,
+    --mqtt or --metrics-port make a fleet: one model, frames of all cameras batched into
+    one backend call, per-camera quality events (degraded, recovered, source_lost,
+    source_back, frozen, covered ...) to the JSON lines and MQTT (docs/fleet.md).
+
+    \b
+    The last line on stderr says how the run ended, and the exit status follows it:
+      0  finished (end of file, --max-frames) or stopped (Ctrl-C, SIGTERM, q)
+      1  source never opened (or any other error, in one sentence)
+      3  source lost: no frames, and --retries reopen attempts failed
+      4  file truncated: it ends before its header's frame count
+      5  no frames: the file holds no readable frame
+
+    \b
+      gamma-edge run clip.mp4 --jsonl - --every 5
+      gamma-edge run rtsp://cam.local/stream --fps 2 --threshold 0.4 --jsonl alerts.jsonl
+      gamma-edge run http://cam.local/video.mjpg --retries 10 --backoff 1 --backoff-max 30
+      gamma-edge run 0 --show --smooth 10
+      gamma-edge run gate=rtsp://10.0.0.11/s1 dock=rtsp://10.0.0.12/s1 --fps 2 --threshold 0.45 --mqtt broker.local
+      gamma-edge run --config cameras.yaml --metrics-port 9108
+    """
+    from runtime.live.stream import quiet_native_logs
+
+    if not sources and fleet.config is None:
+        raise click.UsageError("give a SOURCE (or several), or --config FILE")
+    if not live.verbose:
+        quiet_native_logs()             # before any capture or writer loads FFmpeg
+    if _is_fleet(sources, fleet):
+        _run_fleet(sources, choice, live, fleet)
+    else:
+        _run_one(sources[0], choice, live)
+
+
+def _run_one(source: str, choice: ModelChoice, live: LiveChoice) -> None:
+    """`gamma-edge run` for one camera, video file or stream (runtime/live)."""
+    from runtime.live.stream import RunOptions, SourceNeverOpened, StreamRunner, parse_source
+
+    with user_errors():
+        parsed = parse_source(source)
+        scorer = make_scorer(choice)
+        with output_stream(live.jsonl, "--jsonl") as stream:
+            options = RunOptions(scene=choice.scene, every=live.every, max_fps=live.max_fps, smooth=live.smooth,
+                                 threshold=live.threshold, jsonl=stream if live.jsonl is not None else None,
+                                 save=str(live.save) if live.save else None, show=live.show,
+                                 max_frames=live.max_frames, open_timeout=live.open_timeout,
+                                 read_timeout=live.read_timeout, retries=live.retries,
+                                 backoff=(live.backoff, live.backoff_max))
+            runner = StreamRunner(scorer, parsed, options)
+            try:
+                with runner.signals():
+                    summary = runner.run()
+            except SourceNeverOpened as exc:
+                click.echo(exc.summary.text(), err=True)      # the summary every ending writes
+                raise
+    click.echo(summary.text(), err=True)
+    click.echo(summary.final_line(), err=True)
+    sys.exit(summary.exit_status)
+
+
+def _is_fleet(sources, fleet: FleetChoice) -> bool:
+    """A fleet: several sources, a named one, a config file, or events / metrics asked for."""
+    from runtime.fleet.config import split_name
+
+    return len(sources) > 1 or fleet.asks_for_fleet() or any(split_name(text)[0] for text in sources)
+
+
+# run's options that set a camera's rule in a fleet: (option's parameter, Camera field)
+FLEET_CAMERA_OPTIONS = (("max_fps", "fps"), ("smooth", "smooth"), ("threshold", "threshold"), ("hold", "hold_s"),
+                        ("margin", "margin"), ("crops", "crops"), ("scene", "scene"))
+
+
+def _given_on_command_line(*choices) -> dict:
+    """Camera settings the user gave (not click's defaults): they override the config's defaults."""
+    from click.core import ParameterSource
+
+    values = {name: value for choice in choices for name, value in dataclasses.asdict(choice).items()}
+    context = click.get_current_context()
+    given = {}
+    for parameter, setting in FLEET_CAMERA_OPTIONS:
+        source = context.get_parameter_source(parameter)
+        if values.get(parameter) is not None and source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            given[setting] = values[parameter]
+    return given
+
+
+def _run_fleet(sources, choice: ModelChoice, live: LiveChoice, fleet: FleetChoice) -> None:
+    """`gamma-edge run` for a fleet of cameras (runtime/fleet)."""
+    from runtime.fleet.config import cameras_from_sources, load_config
+    from runtime.fleet.runner import FleetRunner
+
+    with user_errors():
+        _refuse_single_source_options(live)
+        overrides = _given_on_command_line(choice, live, fleet)
+        if fleet.config is not None and sources:
+            raise UserError("give the cameras on the command line or in --config, not both")
+        loaded = load_config(fleet.config, overrides) if fleet.config is not None else None
+        cameras = loaded.cameras if loaded else cameras_from_sources(list(sources), overrides)
+        scorer = make_scorer(choice)
+        with output_stream(live.jsonl, "--jsonl") as stream:
+            options = _fleet_options(live, fleet, loaded, stream if live.jsonl is not None else None)
+            runner = FleetRunner(scorer, cameras, options)
+            with runner.signals():
+                summary = runner.run()
+    for line in summary.lines():
+        click.echo(line, err=True)
+    click.echo(summary.final_line(), err=True)
+    sys.exit(summary.exit_status)
+
+
+def _fleet_options(live: LiveChoice, fleet: FleetChoice, loaded, jsonl):
+    """The fleet's settings: the command line's, else the config file's, else the defaults."""
+    from runtime.fleet.config import DEFAULT_MQTT_PREFIX
+    from runtime.fleet.runner import FleetOptions
+
+    mqtt, metrics = (loaded.mqtt, loaded.metrics) if loaded else ({}, {})
+    webhook = loaded.webhook if loaded else {}
+    return FleetOptions(
+        jsonl=jsonl, open_timeout=live.open_timeout, read_timeout=live.read_timeout, retries=live.retries,
+        backoff=(live.backoff, live.backoff_max), max_frames=live.max_frames,
+        snapshots=str(fleet.snapshots) if fleet.snapshots else None,
+        mqtt=fleet.mqtt or mqtt.get("url"),
+        mqtt_prefix=fleet.mqtt_prefix or mqtt.get("prefix", DEFAULT_MQTT_PREFIX),
+        mqtt_client_id=mqtt.get("client_id"),
+        webhook=fleet.webhook or webhook.get("url"),
+        metrics_port=fleet.metrics_port if fleet.metrics_port is not None else metrics.get("port"),
+        metrics_host=fleet.metrics_host or metrics.get("host", "0.0.0.0"))
+
+
+def _refuse_single_source_options(live: LiveChoice) -> None:
+    if live.save or live.show:
+        raise UserError("--save and --show take one source; a fleet reports per camera in --jsonl, "
+                        "MQTT and --metrics-port")
+    if live.every != 1:
+        raise UserError("--every takes one source; in a fleet limit each camera with --fps (or 'fps' in --config)")
