@@ -35,10 +35,12 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))          # stream_servers: the MJPEG servers the tests use
 
 from runtime.commands.benchmark import gemm_probe  # noqa: E402
-from runtime import Scorer, hardware  # noqa: E402
+from contract import hardware  # noqa: E402
+from runtime import Scorer  # noqa: E402
 from runtime.fleet.runner import FleetOptions, FleetRunner  # noqa: E402
 from runtime.fleet.config import Camera  # noqa: E402
-from runtime.live.stream import RunOptions, StreamRunner, parse_source  # noqa: E402
+from runtime.live.runner import RunOptions, StreamRunner  # noqa: E402
+from runtime.live.source import parse_source  # noqa: E402
 
 
 def serve(count: int, fps: float, size: tuple[int, int]) -> None:

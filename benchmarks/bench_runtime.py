@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from runtime import Scorer  # noqa: E402
 from runtime.commands.benchmark import gemm_probe  # noqa: E402
 from contract.video import open_video_writer  # noqa: E402
-from runtime.live.stream import RunOptions, StreamRunner, parse_source  # noqa: E402
+from runtime.live.runner import RunOptions, StreamRunner  # noqa: E402
+from runtime.live.source import parse_source  # noqa: E402
 
 
 def gemm_gflops(size: int = 4096, repeats: int = 3) -> float:

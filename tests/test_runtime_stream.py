@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from runtime import UserError, Scorer
-from runtime.live.stream import RunOptions, Selector, Source, StreamRunner, parse_source
+from runtime.live.runner import RunOptions, StreamRunner
+from runtime.live.selection import Selector
+from runtime.live.source import Source, parse_source
 from runtime_fixtures import CaptureSequence, FakeCapture, make_model, textured_image, write_video
 
 
@@ -68,7 +70,7 @@ def test_every_fps_smoothing_and_threshold(scorer, tmp_path):
     video = write_video(tmp_path / "clip.mp4", frames=30)
     _, scored, _ = run(scorer, parse_source(str(video)), every=4)
     assert [r["frame"] for r in scored] == [0, 4, 8, 12, 16, 20, 24, 28]
-    _, scored, _ = run(scorer, parse_source(str(video)), max_fps=5)
+    _, scored, _ = run(scorer, parse_source(str(video)), fps=5)
     assert [r["frame"] for r in scored] == [0, 6, 12, 18, 24]
     summary, scored, _ = run(scorer, parse_source(str(video)), smooth=3, threshold=0.4862, scene="aigc")
     scores = [r["score"] for r in scored]
@@ -195,7 +197,7 @@ def test_sigterm_ends_the_run_with_a_summary(tmp_path):
 
 
 def test_stop_signals_set_stop_and_restore_handlers():
-    from runtime.live.stream import StopSignals
+    from runtime.live.summary import StopSignals
 
     previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     stop = threading.Event()
@@ -210,7 +212,7 @@ def test_stop_signals_set_stop_and_restore_handlers():
 
 
 def test_selector():
-    select = Selector(every=2, max_fps=10)
+    select = Selector(every=2, fps=10)
     assert [i for i in range(12) if select(i, i / 30)] == [0, 3, 6, 9]
 
 
@@ -287,9 +289,9 @@ def test_ctrl_c_and_sigterm_end_the_run_alike(scorer, tmp_path):
 
 
 def test_save_names_a_codec_this_opencv_lacks(scorer, tmp_path, monkeypatch):
-    import runtime.live.stream
+    import contract.video
 
-    monkeypatch.setitem(runtime.live.stream.VIDEO_CODECS, ".mp4", "ZZZZ")
+    monkeypatch.setitem(contract.video.VIDEO_CODECS, ".mp4", "ZZZZ")
     video = parse_source(str(write_video(tmp_path / "clip.avi", frames=2)))
     with pytest.raises(UserError, match=r"cannot write \.mp4 video with the ZZZZ codec; use \.mp4"):
         run(scorer, video, save=str(tmp_path / "out.mp4"))

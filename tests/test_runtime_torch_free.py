@@ -44,7 +44,8 @@ PROGRAM = textwrap.dedent("""
     openvino_score = runtime.Scorer(model, backend="openvino").score(image)
     rows = list(runtime.Scorer(model).score_many([image, image]))
 
-    from runtime.live.stream import RunOptions, StreamRunner, parse_source
+    from runtime.live.runner import RunOptions, StreamRunner
+    from runtime.live.source import parse_source
     summary = StreamRunner(runtime.Scorer(model, crops="center"), parse_source(video), RunOptions()).run()
     leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
     assert not leaked, leaked

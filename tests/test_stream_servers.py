@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from runtime.commands.run import run_command
-from runtime.live.stream import ENDINGS, NATIVE_LOG_VARIABLES
+from runtime.live.source import NATIVE_LOG_VARIABLES
+from runtime.live.summary import ENDINGS
 from runtime_fixtures import make_model, write_video
 from stream_servers import MjpegServer, NotFound, Serve, refused_url
 

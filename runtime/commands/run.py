@@ -37,7 +37,7 @@ class LiveChoice:
     """How frames are read, chosen and scored, and where the results of one source go."""
 
     every: int = 1
-    max_fps: float | None = None
+    fps: float | None = None
     smooth: int = 1
     threshold: float | None = None
     jsonl: Path | None = None
@@ -72,7 +72,7 @@ class FleetChoice:
 
 live_options = option_group(LiveChoice, "live", [
     click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Score every N-th frame."),
-    click.option("--fps", "max_fps", type=click.FloatRange(min=0, min_open=True), default=None,
+    click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
                  help="Score at most F frames per second (video time for files)."),
     click.option("--smooth", type=click.IntRange(min=1), default=1, show_default=True,
                  help="Smoothed score: mean of the last N scores."),
@@ -151,7 +151,7 @@ def run_command(sources, choice: ModelChoice, live: LiveChoice, fleet: FleetChoi
       gamma-edge run gate=rtsp://10.0.0.11/s1 dock=rtsp://10.0.0.12/s1 --fps 2 --threshold 0.45 --mqtt broker.local
       gamma-edge run --config cameras.yaml --metrics-port 9108
     """
-    from runtime.live.stream import quiet_native_logs
+    from runtime.live.source import quiet_native_logs
 
     if not sources and fleet.config is None:
         raise click.UsageError("give a SOURCE (or several), or --config FILE")
@@ -165,13 +165,14 @@ def run_command(sources, choice: ModelChoice, live: LiveChoice, fleet: FleetChoi
 
 def _run_one(source: str, choice: ModelChoice, live: LiveChoice) -> None:
     """`gamma-edge run` for one camera, video file or stream (runtime/live)."""
-    from runtime.live.stream import RunOptions, SourceNeverOpened, StreamRunner, parse_source
+    from runtime.live.runner import RunOptions, StreamRunner
+    from runtime.live.source import SourceNeverOpened, parse_source
 
     with user_errors():
         parsed = parse_source(source)
         scorer = make_scorer(choice)
         with output_stream(live.jsonl, "--jsonl") as stream:
-            options = RunOptions(scene=choice.scene, every=live.every, max_fps=live.max_fps, smooth=live.smooth,
+            options = RunOptions(scene=choice.scene, every=live.every, fps=live.fps, smooth=live.smooth,
                                  threshold=live.threshold, jsonl=stream if live.jsonl is not None else None,
                                  save=str(live.save) if live.save else None, show=live.show,
                                  max_frames=live.max_frames, open_timeout=live.open_timeout,
@@ -197,7 +198,7 @@ def _is_fleet(sources, fleet: FleetChoice) -> bool:
 
 
 # run's options that set a camera's rule in a fleet: (option's parameter, Camera field)
-FLEET_CAMERA_OPTIONS = (("max_fps", "fps"), ("smooth", "smooth"), ("threshold", "threshold"), ("hold", "hold_s"),
+FLEET_CAMERA_OPTIONS = (("fps", "fps"), ("smooth", "smooth"), ("threshold", "threshold"), ("hold", "hold_s"),
                         ("margin", "margin"), ("crops", "crops"), ("scene", "scene"))
 
 

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from runtime.fleet.config import Camera
-from runtime.live.stream import Smoothing
+from runtime.live.selection import Smoothing
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ class CameraWatch:
         previous_state = self.state
         for hold in self.holds.values():
             hold.restart()
-        self.smoothing.recent.clear()
+        self.smoothing.restart()
         self.previous = None
         lost = self.holds["lost"]
         if lost.active:

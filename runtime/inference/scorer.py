@@ -111,7 +111,7 @@ class Scorer:
     def score_crops(self, crops: np.ndarray) -> np.ndarray:
         """(K, H, W, 3) crops of ONE image -> its (S,) scores, the mean over crops (in float64,
         the same sum score_many makes, so both give identical numbers)."""
-        return self.backend.run(crops).mean(axis=0, dtype=np.float64)
+        return mean_per_image(self.backend.run(crops), [len(crops)])[0]
 
     def scores_all_scenes(self, image) -> dict[str, float]:
         """Every scene's score of one image (one vision pass serves them all)."""
@@ -148,12 +148,10 @@ class Scorer:
             nonlocal pending, pending_crops
             batches = [crops for _, crops in pending if crops is not None]
             scores = self.backend.run(np.concatenate(batches)) if batches else None
-            start = 0
+            means = iter(mean_per_image(scores, [len(crops) for crops in batches]) if batches else ())
             for row, crops in pending:
                 if crops is not None:
-                    values = scores[start:start + len(crops)].mean(axis=0, dtype=np.float64)
-                    start += len(crops)
-                    row.scores = {name: float(v) for name, v in zip(self.scenes, values)}
+                    row.scores = {name: float(v) for name, v in zip(self.scenes, next(means))}
                 yield row
             pending, pending_crops = [], 0
 
@@ -190,6 +188,16 @@ def upscale_warning(shape: tuple[int, int], preprocess: Preprocess) -> str | Non
         return None
     return (f"{width}x{height} pixels: enlarged {preprocess.crop_size / short_side:.1f}x to fill the "
             f"{preprocess.crop_size}-pixel crop, so its score says little about the picture")
+
+
+def mean_per_image(scores: np.ndarray, counts: list[int]) -> list[np.ndarray]:
+    """A backend call's (N, S) crop scores -> each image's (S,) scores, `counts` crops each in order:
+    the mean over its crops (the paper's protocol), summed in float64 wherever images are batched."""
+    means, start = [], 0
+    for count in counts:
+        means.append(scores[start:start + count].mean(axis=0, dtype=np.float64))
+        start += count
+    return means
 
 
 def yield_to_inference(niceness: int = 10) -> None:

@@ -18,9 +18,11 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from contract.errors import UserError
+from runtime.outputs.base import OutageWarning
 
 DEFAULT_PORT = 1883
 FIRST_CONNECT_WAIT_S = 2.0      # at start, so states and early events go out rather than being missed
+UNREACHABLE = "it cannot be reached"
 QOS = 1                         # at least once: a state or event is worth a duplicate, not a loss
 
 
@@ -56,8 +58,10 @@ class MqttEvents:
         self.address = f"{self.host}:{self.port}"
         self.connected = threading.Event()
         self.delivered = self.undelivered = 0
-        self._lock = threading.Lock()
-        self._warned = False
+        self.outage = OutageWarning(
+            log, away=f"warning: MQTT broker {self.address}: {{why}}; events are not delivered until it is back "
+                      f"(the run goes on scoring and logging, and reconnects by itself)",
+            back=f"MQTT broker {self.address} reached again: events are delivered")
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id or "",
                                   protocol=paho.MQTTv311)
         if user:
@@ -80,42 +84,31 @@ class MqttEvents:
         self.client.connect_async(self.host, self.port, keepalive=self.keepalive)
         self.client.loop_start()
         if not self.connected.wait(FIRST_CONNECT_WAIT_S):
-            self._not_delivered()
+            self.outage.warn(UNREACHABLE)
         return self
 
     # -- paho's callbacks (its network thread) ----------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self._not_delivered(f"the broker refused the connection ({reason_code})")
+            self.outage.warn(f"the broker refused the connection ({reason_code})")
             return
         self.connected.set()
         client.publish(self.status_topic, "online", qos=QOS, retain=True)
         for record in self.states():
             client.publish(self.topic(record["camera"], "state"), json.dumps(record), qos=QOS, retain=True)
-        with self._lock:
-            if self._warned:
-                self.log(f"MQTT broker {self.address} reached again: events are delivered")
-            self._warned = False
+        self.outage.clear()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
         if reason_code.is_failure:
-            self._not_delivered()
+            self.outage.warn(UNREACHABLE)
 
     def _on_connect_fail(self, client, userdata) -> None:
         self.connected.clear()
-        self._not_delivered()
-
-    def _not_delivered(self, why: str = "it cannot be reached") -> None:
-        with self._lock:
-            if self._warned:
-                return
-            self._warned = True
-        self.log(f"warning: MQTT broker {self.address}: {why}; events are not delivered until it is back "
-                 f"(the run goes on scoring and logging, and reconnects by itself)")
+        self.outage.warn(UNREACHABLE)
 
     # -- the fleet's side ---------------------------------------------------------------------
-    def publish_event(self, event: dict) -> None:
+    def publish_event(self, event: dict, image=None) -> None:
         """An event. While the broker is away it is dropped (it stays in the JSON lines)."""
         if self._deliverable():
             self.client.publish(self.topic(event["camera"], "event"), json.dumps(event), qos=QOS)
@@ -131,7 +124,7 @@ class MqttEvents:
         if self.connected.is_set():
             return True
         self.undelivered += 1
-        self._not_delivered()
+        self.outage.warn(UNREACHABLE)
         return False
 
     def close(self, timeout: float = 2.0) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import time
+from collections import Counter
 from typing import Callable
 
 from contract.errors import UserError
@@ -36,10 +37,12 @@ def load_prometheus():
 
 
 class FleetCollector:
-    """Reads every camera's figures at scrape time from `feeds()` (runtime/fleet/runner.py's Feed)."""
+    """Reads every camera's figures at scrape time from `feeds()` (runtime/fleet/feed.py's Feed)
+    and the events counted so far (`event_counts`: (camera, event) -> count)."""
 
-    def __init__(self, feeds: Callable[[], list], states: tuple[str, ...], events: tuple[str, ...]):
-        self.feeds, self.states, self.events = feeds, states, events
+    def __init__(self, feeds: Callable[[], list], states: tuple[str, ...], events: tuple[str, ...],
+                 event_counts: Counter):
+        self.feeds, self.states, self.events, self.event_counts = feeds, states, events, event_counts
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -68,17 +71,19 @@ class FleetCollector:
             for metric, (key, _) in CAMERA_COUNTERS.items():
                 counters[metric].add_metric([name], counts[key])
             for event in self.events:
-                events.add_metric([name, event], feed.event_counts.get(event, 0))
+                events.add_metric([name, event], self.event_counts.get((name, event), 0))
         yield from (score, smoothed, state, since, events, *counters.values())
 
 
 class FleetMetrics:
-    """Its own registry (nothing global), served over HTTP on `port`."""
+    """Its own registry (nothing global), served over HTTP on `port`; an output of the fleet that
+    counts the quality events it is handed."""
 
     def __init__(self, feeds: Callable[[], list], states: tuple[str, ...], events: tuple[str, ...]):
         client = load_prometheus()
+        self.event_counts: Counter = Counter()
         self.registry = client.CollectorRegistry()
-        self.registry.register(FleetCollector(feeds, states, events))
+        self.registry.register(FleetCollector(feeds, states, events, self.event_counts))
         client.ProcessCollector(registry=self.registry)
         self.latency = client.Histogram("gamma_edge_inference_seconds", "Seconds one backend call takes.",
                                         buckets=LATENCY_BUCKETS, registry=self.registry)
@@ -90,6 +95,12 @@ class FleetMetrics:
                                                  "Seconds from reading a frame to its score.",
                                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.server = None
+
+    def publish_event(self, event: dict, image=None) -> None:
+        self.event_counts[event["camera"], event["event"]] += 1
+
+    def publish_state(self, state: dict) -> None:
+        """The state gauge is read from the camera's watch at scrape time."""
 
     def observe_batch(self, images: int, crops: int, seconds: float) -> None:
         self.latency.observe(seconds)

@@ -15,6 +15,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from contract.errors import UserError
+from runtime.outputs.base import OutageWarning
 
 QUEUE_SIZE = 1000
 
@@ -26,7 +27,10 @@ class WebhookEvents:
             raise UserError(f"--webhook '{url}' is not an http:// or https:// address")
         self.url, self.log, self.timeout = url, log, timeout
         self.delivered = self.undelivered = 0
-        self._warned = False
+        self.outage = OutageWarning(
+            log, away=f"warning: webhook {url}: {{why}}; events are not delivered until it answers "
+                      f"(the run goes on scoring and logging)",
+            back=f"webhook {url} answers again: events are delivered")
         self.queue: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
         self.thread = threading.Thread(target=self._run, name="gamma-webhook", daemon=True)
 
@@ -34,12 +38,15 @@ class WebhookEvents:
         self.thread.start()
         return self
 
-    def publish_event(self, event: dict) -> None:
+    def publish_event(self, event: dict, image=None) -> None:
         try:
             self.queue.put_nowait(event)
         except queue.Full:
             self.undelivered += 1
-            self._not_delivered("its backlog is full")
+            self.outage.warn("its backlog is full")
+
+    def publish_state(self, state: dict) -> None:
+        """A webhook receives events only."""
 
     def _run(self) -> None:
         while True:
@@ -56,19 +63,10 @@ class WebhookEvents:
                 response.read()
         except (urllib.error.URLError, OSError, ValueError) as exc:
             self.undelivered += 1
-            self._not_delivered(_reason(exc))
+            self.outage.warn(_reason(exc))
             return
         self.delivered += 1
-        if self._warned:
-            self._warned = False
-            self.log(f"webhook {self.url} answers again: events are delivered")
-
-    def _not_delivered(self, why: str) -> None:
-        if self._warned:
-            return
-        self._warned = True
-        self.log(f"warning: webhook {self.url}: {why}; events are not delivered until it answers "
-                 f"(the run goes on scoring and logging)")
+        self.outage.clear()
 
     def close(self, timeout: float = 5.0) -> None:
         """Deliver what is queued (each POST within its timeout), then stop."""
