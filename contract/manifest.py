@@ -5,6 +5,7 @@ the graph's file, input layout, scenes and preprocessing from it and guesses not
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import mmap
 from dataclasses import dataclass, field
@@ -239,3 +240,9 @@ def openvino_rt_info(path: Path, key: str) -> str | None:
         if entry is not None:
             return entry.get("value")
     return None
+
+
+def manifest_id(raw_manifest: dict) -> str:
+    """A short stable id of a model's whole manifest (scenes, prompts, levels, preprocessing...)."""
+    text = json.dumps(raw_manifest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

@@ -21,3 +21,9 @@ def tiny_gamma():
 
     torch.manual_seed(0)
     return activate_moae(Gamma(GammaConfig.from_name("gamma-tiny"))).eval()
+
+
+@pytest.fixture(autouse=True)
+def state_folder(tmp_path_factory, monkeypatch):
+    """Live runs keep their cameras' normals in the user's state folder by default: a test's own."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))

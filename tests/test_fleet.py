@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import runtime
 from runtime import UserError, Scorer
 from runtime.commands.run import run_command
-from runtime.fleet.watch import CameraWatch, Hold
+from runtime.watch.camera import CameraWatch, Hold
 from runtime.fleet.runner import FleetOptions, FleetRunner
 from runtime.fleet.config import Camera, cameras_from_sources, load_config
 from runtime_fixtures import CaptureSequence, FakeCapture, make_model, textured_image

@@ -26,7 +26,8 @@ from contract.errors import UserError
 from contract.manifest import load_manifest
 from runtime.dataset.ray_engine import TEST_ACTOR_EXIT, RayOptions, check_reachable, plan_actors, score_with_ray
 from runtime.dataset.inputs import list_inputs
-from runtime.dataset.score_table import Parts, make_run, manifest_id, select_keep
+from contract.manifest import manifest_id
+from runtime.dataset.score_table import Parts, make_run, select_keep
 from runtime.inference.scorer import Scorer
 from runtime_fixtures import make_model, textured_image
 

@@ -6,13 +6,17 @@ reconnects, events and the run summary go to stderr.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from contract.errors import UserError, user_errors
-from runtime.commands.options import ModelChoice, make_scorer, model_options, option_group, output_stream
+from runtime.commands.options import ModelChoice, make_scorer, model_options, option_group
+from runtime.watch.baseline import MODES
 
 
 class _Retries(click.ParamType):
@@ -50,6 +54,18 @@ class LiveChoice:
     backoff: float = 0.5
     backoff_max: float = 10.0
     verbose: bool = False
+    jsonl_max_mb: float = 64.0
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchChoice:
+    """How quality events are judged: against each camera's own normal, kept across restarts."""
+
+    hold: float | None = None
+    margin: float | None = None
+    baseline_warmup: float | None = None
+    baseline_file: Path | None = None
+    evidence: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +77,6 @@ class FleetChoice:
     mqtt_prefix: str | None = None
     metrics_port: int | None = None
     metrics_host: str | None = None
-    hold: float | None = None
-    margin: float | None = None
     snapshots: Path | None = None
     webhook: str | None = None
 
@@ -96,6 +110,26 @@ live_options = option_group(LiveChoice, "live", [
                  metavar="SECONDS", help="... up to this."),
     click.option("--verbose", "-v", is_flag=True,
                  help="Also print OpenCV's and FFmpeg's own warnings (silenced by default)."),
+    click.option("--jsonl-max-mb", type=click.FloatRange(min=0.001), default=64.0, show_default=True,
+                 metavar="MB", help="--jsonl FILE is appended to, never truncated, and rotated at this size "
+                                    "(FILE.1 .. FILE.4); events of the oldest are kept in FILE's .events file."),
+])
+
+watch_options = option_group(WatchChoice, "watch", [
+    click.option("--hold", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+                 help="A condition (degraded, frozen, covered) must hold this long before its event. Default: 10."),
+    click.option("--margin", type=click.FloatRange(min=0), default=None,
+                 help="Recovered only once the smoothed score is at --threshold + margin. Default: 0.05."),
+    click.option("--baseline-warmup", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+                 help="Each camera learns its own normal score from this many seconds of its frames, then "
+                      "raises 'degraded' when its smoothed score falls below it (no threshold needed). "
+                      "Default: 600."),
+    click.option("--baseline-file", type=click.Path(path_type=Path), default=None,
+                 help="Keep each camera's normal and conditions here across restarts. Default: beside --jsonl "
+                      "FILE, else in ~/.local/state/gamma-edge (live sources; a video file keeps none)."),
+    click.option("--evidence", type=click.Choice(MODES), default=None,
+                 help="What is judged against the normal: the model's score, the image signals, or both "
+                      "(docs/fleet.md, \"Baselines\"). Default: model."),
 ])
 
 fleet_options = option_group(FleetChoice, "fleet", [
@@ -107,10 +141,6 @@ fleet_options = option_group(FleetChoice, "fleet", [
     click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
                  help="Fleet: serve Prometheus metrics on this port (0: any free port)."),
     click.option("--metrics-host", default=None, help="Fleet: address of the metrics endpoint. Default: 0.0.0.0."),
-    click.option("--hold", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-                 help="Fleet: a condition (degraded, frozen, covered) must hold this long before its event. Default: 10."),
-    click.option("--margin", type=click.FloatRange(min=0), default=None,
-                 help="Fleet: recovered only once the smoothed score is at --threshold + margin. Default: 0.05."),
     click.option("--snapshots", type=click.Path(path_type=Path), default=None,
                  help="Fleet: save a JPEG of the frame at each quality event in this folder."),
     click.option("--webhook", default=None, metavar="URL", help="Fleet: POST each quality event as JSON to this URL."),
@@ -121,8 +151,9 @@ fleet_options = option_group(FleetChoice, "fleet", [
 @click.argument("sources", nargs=-1, metavar="[SOURCE]...")
 @model_options
 @live_options
+@watch_options
 @fleet_options
-def run_command(sources, choice: ModelChoice, live: LiveChoice, fleet: FleetChoice):
+def run_command(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoice, fleet: FleetChoice):
     """Score a camera, video file or network stream as it plays; or a fleet of cameras.
 
     SOURCE is a camera index or 'camera', a video file, or an rtsp:// / http:// stream.
@@ -158,26 +189,49 @@ def run_command(sources, choice: ModelChoice, live: LiveChoice, fleet: FleetChoi
     if not live.verbose:
         quiet_native_logs()             # before any capture or writer loads FFmpeg
     if _is_fleet(sources, fleet):
-        _run_fleet(sources, choice, live, fleet)
+        _run_fleet(sources, choice, live, watch, fleet)
     else:
-        _run_one(sources[0], choice, live)
+        _run_one(sources[0], choice, live, watch)
 
 
-def _run_one(source: str, choice: ModelChoice, live: LiveChoice) -> None:
+@contextmanager
+def jsonl_stream(live: LiveChoice):
+    """--jsonl: stdout for '-', else the file, appended to and rotated by size (never truncated)."""
+    if live.jsonl is None or str(live.jsonl) == "-":
+        yield None if live.jsonl is None else sys.stdout
+        return
+    from runtime.outputs.jsonl import RotatingFile
+
+    stream = RotatingFile(live.jsonl, max_bytes=round(live.jsonl_max_mb * (1 << 20)))
+    try:
+        yield stream
+    finally:
+        stream.close()
+
+
+def _rules(live: LiveChoice, watch: WatchChoice) -> dict:
+    """The watch rules given on the command line (the others keep WatchRules' defaults)."""
+    given = dict(hold_s=watch.hold, margin=watch.margin, baseline_warmup=watch.baseline_warmup,
+                 evidence=watch.evidence)
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def _run_one(source: str, choice: ModelChoice, live: LiveChoice, watch: WatchChoice) -> None:
     """`gamma-edge run` for one camera, video file or stream (runtime/live)."""
     from runtime.live.runner import RunOptions, StreamRunner
     from runtime.live.source import SourceNeverOpened, parse_source
 
     with user_errors():
         parsed = parse_source(source)
-        scorer = make_scorer(choice)
-        with output_stream(live.jsonl, "--jsonl") as stream:
+        baseline_file = default_baseline_file(live, watch, [parsed.text]) if parsed.live else watch.baseline_file
+        with jsonl_stream(live) as stream:        # every output path is checked before the model loads
+            scorer = make_scorer(choice)
             options = RunOptions(scene=choice.scene, every=live.every, fps=live.fps, smooth=live.smooth,
-                                 threshold=live.threshold, jsonl=stream if live.jsonl is not None else None,
-                                 save=str(live.save) if live.save else None, show=live.show,
-                                 max_frames=live.max_frames, open_timeout=live.open_timeout,
+                                 threshold=live.threshold, jsonl=stream, save=str(live.save) if live.save else None,
+                                 show=live.show, max_frames=live.max_frames, open_timeout=live.open_timeout,
                                  read_timeout=live.read_timeout, retries=live.retries,
-                                 backoff=(live.backoff, live.backoff_max))
+                                 backoff=(live.backoff, live.backoff_max),
+                                 baseline_file=str(baseline_file) if baseline_file else None, **_rules(live, watch))
             runner = StreamRunner(scorer, parsed, options)
             try:
                 with runner.signals():
@@ -190,6 +244,18 @@ def _run_one(source: str, choice: ModelChoice, live: LiveChoice) -> None:
     sys.exit(summary.exit_status)
 
 
+def default_baseline_file(live: LiveChoice, watch: WatchChoice, names: list[str]) -> Path:
+    """--baseline-file, else beside --jsonl FILE (scores.jsonl -> scores.baselines.json), else in the
+    user's state folder, one file per set of camera names."""
+    if watch.baseline_file is not None:
+        return watch.baseline_file
+    if live.jsonl is not None and str(live.jsonl) != "-":
+        return live.jsonl.with_name(live.jsonl.stem + ".baselines.json")
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "gamma-edge"
+    key = hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:12]
+    return state / f"baselines-{key}.json"
+
+
 def _is_fleet(sources, fleet: FleetChoice) -> bool:
     """A fleet: several sources, a named one, a config file, or events / metrics asked for."""
     from runtime.fleet.config import split_name
@@ -199,7 +265,8 @@ def _is_fleet(sources, fleet: FleetChoice) -> bool:
 
 # run's options that set a camera's rule in a fleet: (option's parameter, Camera field)
 FLEET_CAMERA_OPTIONS = (("fps", "fps"), ("smooth", "smooth"), ("threshold", "threshold"), ("hold", "hold_s"),
-                        ("margin", "margin"), ("crops", "crops"), ("scene", "scene"))
+                        ("margin", "margin"), ("crops", "crops"), ("scene", "scene"),
+                        ("baseline_warmup", "baseline_warmup"), ("evidence", "evidence"))
 
 
 def _given_on_command_line(*choices) -> dict:
@@ -216,21 +283,24 @@ def _given_on_command_line(*choices) -> dict:
     return given
 
 
-def _run_fleet(sources, choice: ModelChoice, live: LiveChoice, fleet: FleetChoice) -> None:
+def _run_fleet(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoice, fleet: FleetChoice) -> None:
     """`gamma-edge run` for a fleet of cameras (runtime/fleet)."""
     from runtime.fleet.config import cameras_from_sources, load_config
     from runtime.fleet.runner import FleetRunner
 
     with user_errors():
         _refuse_single_source_options(live)
-        overrides = _given_on_command_line(choice, live, fleet)
+        overrides = _given_on_command_line(choice, live, watch)
         if fleet.config is not None and sources:
             raise UserError("give the cameras on the command line or in --config, not both")
         loaded = load_config(fleet.config, overrides) if fleet.config is not None else None
         cameras = loaded.cameras if loaded else cameras_from_sources(list(sources), overrides)
-        scorer = make_scorer(choice)
-        with output_stream(live.jsonl, "--jsonl") as stream:
-            options = _fleet_options(live, fleet, loaded, stream if live.jsonl is not None else None)
+        if loaded and loaded.baseline.get("file") and watch.baseline_file is None:
+            watch = dataclasses.replace(watch, baseline_file=Path(loaded.baseline["file"]))
+        baseline_file = default_baseline_file(live, watch, [camera.name for camera in cameras])
+        with jsonl_stream(live) as stream:
+            scorer = make_scorer(choice)
+            options = _fleet_options(live, fleet, loaded, stream, baseline_file)
             runner = FleetRunner(scorer, cameras, options)
             with runner.signals():
                 summary = runner.run()
@@ -240,7 +310,7 @@ def _run_fleet(sources, choice: ModelChoice, live: LiveChoice, fleet: FleetChoic
     sys.exit(summary.exit_status)
 
 
-def _fleet_options(live: LiveChoice, fleet: FleetChoice, loaded, jsonl):
+def _fleet_options(live: LiveChoice, fleet: FleetChoice, loaded, jsonl, baseline_file: Path):
     """The fleet's settings: the command line's, else the config file's, else the defaults."""
     from runtime.fleet.config import DEFAULT_MQTT_PREFIX
     from runtime.fleet.runner import FleetOptions
@@ -256,7 +326,8 @@ def _fleet_options(live: LiveChoice, fleet: FleetChoice, loaded, jsonl):
         mqtt_client_id=mqtt.get("client_id"),
         webhook=fleet.webhook or webhook.get("url"),
         metrics_port=fleet.metrics_port if fleet.metrics_port is not None else metrics.get("port"),
-        metrics_host=fleet.metrics_host or metrics.get("host", "0.0.0.0"))
+        metrics_host=fleet.metrics_host or metrics.get("host", "0.0.0.0"),
+        baseline_file=str(baseline_file))
 
 
 def _refuse_single_source_options(live: LiveChoice) -> None:

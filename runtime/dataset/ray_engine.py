@@ -30,7 +30,8 @@ import numpy as np
 from contract.errors import UserError
 from contract.images import DEFAULT_MAX_PIXELS
 from runtime.dataset.inputs import SourceScorer, list_inputs, source_of
-from runtime.dataset.score_table import Parts, finished_key, make_run, manifest_id, write_keep_list
+from contract.manifest import manifest_id
+from runtime.dataset.score_table import Parts, finished_key, make_run, write_keep_list
 from runtime.inference.scorer import resolve_model
 
 DEFAULT_BLOCK_SIZE = 128           # images per block: the unit of work of an actor, of a part file, of resuming

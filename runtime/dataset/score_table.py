@@ -25,12 +25,6 @@ RUN_FILE = "run.json"
 RUN_KEY_METADATA = b"gamma_edge.run_key"
 
 
-def manifest_id(raw_manifest: dict) -> str:
-    """A short stable id of a model's whole manifest (scenes, prompts, levels, preprocessing...)."""
-    text = json.dumps(raw_manifest, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
 @dataclass(frozen=True)
 class Run:
     """What decides the output table; two runs with equal keys write equal tables."""

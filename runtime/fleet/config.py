@@ -3,8 +3,9 @@
     cameras:
       - {name: gate, source: rtsp://10.0.0.11/stream1, fps: 2, threshold: 0.45}
       - {name: dock, source: http://10.0.0.12/video.mjpg, crops: five, hold_s: 20}
-    defaults: {smooth: 5}               # any camera setting, for every camera
+    defaults: {smooth: 5, baseline_warmup: 600}   # any camera setting, for every camera
     mqtt: {url: mqtt://broker.local:1883}
+    baseline: {file: /var/lib/gamma-edge/baselines.json}
     metrics: {port: 9108}
     webhook: {url: http://alerts.local/gamma}
 
@@ -19,27 +20,23 @@ from typing import Callable
 
 from contract.errors import UserError
 from contract.manifest import CROP_PROTOCOLS
+from runtime.watch.camera import MODES, WatchRules
 
 # Camera names become MQTT topic levels and Prometheus label values: no '/', '+', '#' or spaces.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_MQTT_PREFIX = "gamma-edge"
 
 
-@dataclass(frozen=True)
-class Camera:
-    """One camera of a fleet and the rules its quality events follow (docs/fleet.md, "Events")."""
+@dataclass
+class Camera(WatchRules):
+    """One camera of a fleet, and (from WatchRules) the rules its quality events follow
+    (docs/fleet.md, "Events")."""
 
     name: str
     source: str
     fps: float | None = None          # score at most this many frames per second (None: as they come)
     crops: str | None = None          # crop protocol; None: the model's
     scene: str | None = None          # None: the model's first scene
-    smooth: int = 5                   # the smoothed score is the mean of the last N scores
-    threshold: float | None = None    # degraded below this smoothed score (None: no degraded events)
-    margin: float = 0.05              # recovered only at threshold + margin: a score on the line does not flap
-    hold_s: float = 10.0              # a condition must hold this long before its event (both ways)
-    frozen_diff: float = 0.5          # frozen: consecutive frames differ by at most this (mean |gray diff|)
-    covered_contrast: float = 6.0     # covered: the picture's gray standard deviation is below this
 
 
 def _text(value) -> str:
@@ -78,6 +75,12 @@ def _crops(value) -> str:
     return value
 
 
+def _evidence(value) -> str:
+    if value not in MODES:
+        raise ValueError(f"one of {', '.join(MODES)}")
+    return value
+
+
 def _port(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise ValueError("a port number from 1 to 65535 (0: any free port)")
@@ -88,12 +91,14 @@ def _port(value) -> int:
 CAMERA_SETTINGS: dict[str, Callable] = {
     "name": _text, "source": _text, "fps": _positive, "crops": _crops, "scene": _text, "smooth": _count,
     "threshold": _number, "margin": _not_negative, "hold_s": _not_negative, "frozen_diff": _not_negative,
-    "covered_contrast": _not_negative,
+    "covered_contrast": _not_negative, "baseline_warmup": _not_negative, "drop": _not_negative,
+    "spreads": _not_negative, "evidence": _evidence,
 }
 MQTT_SETTINGS: dict[str, Callable] = {"url": _text, "prefix": _text, "client_id": _text}
 METRICS_SETTINGS: dict[str, Callable] = {"port": _port, "host": _text}
 WEBHOOK_SETTINGS: dict[str, Callable] = {"url": _text}
-SECTIONS = ("cameras", "defaults", "mqtt", "metrics", "webhook")
+BASELINE_SETTINGS: dict[str, Callable] = {"file": _text}
+SECTIONS = ("cameras", "defaults", "mqtt", "metrics", "webhook", "baseline")
 
 
 @dataclass
@@ -102,6 +107,7 @@ class FleetConfig:
     mqtt: dict = field(default_factory=dict)      # url, prefix, client_id
     metrics: dict = field(default_factory=dict)   # port, host
     webhook: dict = field(default_factory=dict)   # url
+    baseline: dict = field(default_factory=dict)  # file
 
 
 def _checked(table: dict[str, Callable], values, where: str, path: str) -> dict:
@@ -202,7 +208,8 @@ def load_config(path: str | Path, overrides: dict | None = None) -> FleetConfig:
     check_unique(fleet, f"config '{path}': ")
     return FleetConfig(fleet, mqtt=_checked(MQTT_SETTINGS, data.get("mqtt", {}), "'mqtt'", str(path)),
                        metrics=_checked(METRICS_SETTINGS, data.get("metrics", {}), "'metrics'", str(path)),
-                       webhook=_checked(WEBHOOK_SETTINGS, data.get("webhook", {}), "'webhook'", str(path)))
+                       webhook=_checked(WEBHOOK_SETTINGS, data.get("webhook", {}), "'webhook'", str(path)),
+                       baseline=_checked(BASELINE_SETTINGS, data.get("baseline", {}), "'baseline'", str(path)))
 
 
 def cameras_from_sources(sources: list[str], overrides: dict | None = None) -> list[Camera]:

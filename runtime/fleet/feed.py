@@ -13,7 +13,7 @@ import numpy as np
 
 from contract.preprocess import Preprocess
 from runtime.fleet.config import Camera
-from runtime.fleet.watch import CameraWatch
+from runtime.watch.camera import CameraWatch
 from runtime.live.frames import End, Frame, Gap, Reconnect, Signal
 from runtime.live.readers import LiveFrames
 from runtime.live.selection import BlankRun, Selector
@@ -130,6 +130,11 @@ class Feed:
         return notices
 
     # -- counts ------------------------------------------------------------------------------------
+    def restore(self, saved: dict) -> None:
+        """A previous run's conditions and normal; its state counts as already published."""
+        self.watch.restore(saved)
+        self.shared_state = self.watch.state
+
     def counts(self) -> dict:
         reader = self.reader
         read, dropped, settling, reconnects = ((reader.read, reader.dropped, reader.settling, reader.reconnects)

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 from contract.errors import UserError
-from contract.manifest import scene_index
+from contract.manifest import manifest_id, scene_index
 from contract.preprocess import Preprocess
 from runtime.fleet.batcher import Batch, Batcher
 from runtime.fleet.config import Camera
 from runtime.fleet.feed import Feed, Notice
 from runtime.fleet.summary import FleetSummary
-from runtime.fleet.watch import EVENTS, STATES
+from runtime.watch.camera import EVENTS, STATES
+from runtime.watch.state_file import StateFile
 from runtime.live.readers import LiveFrames, ReaderOptions
 from runtime.live.session import LiveSession
 from runtime.live.source import ClosedCapture, Source, parse_source, release
@@ -31,6 +32,7 @@ from runtime.outputs.base import Outputs
 from runtime.outputs.log import EventLog
 
 WAKE_S = 0.1        # the loop looks at the readers' signals at least this often
+SAVE_S = 30.0       # the cameras' conditions and normals are saved this often (and at the end)
 
 
 @dataclass
@@ -43,6 +45,7 @@ class FleetOptions(ReaderOptions):
     webhook: str | None = None             # an http(s) URL each event is POSTed to
     metrics_port: int | None = None        # None: no endpoint; 0: any free port
     metrics_host: str = "0.0.0.0"
+    baseline_file: str | None = None       # the cameras' conditions and normals, kept across restarts
 
 
 class FleetRunner(LiveSession):
@@ -63,6 +66,9 @@ class FleetRunner(LiveSession):
         self.mqtt = self.metrics = None
         self.outputs = Outputs([])
         self.bell = threading.Event()         # rung by a reader's new frame and by a finished batch
+        self.resets: set[str] = set()         # cameras to learn afresh, asked for over MQTT
+        self.state_file = (StateFile(options.baseline_file, manifest_id(scorer.manifest.raw), self.log)
+                           if options.baseline_file else None)
         self.batcher = Batcher(scorer, on_done=self.bell.set)
 
     def _live_source(self, camera: Camera) -> Source:
@@ -106,6 +112,7 @@ class FleetRunner(LiveSession):
                            self.new_summary(camera.source), started) for i, camera in enumerate(self.cameras)]
         summary = FleetSummary([(feed.name, feed.summary) for feed in self.feeds],
                                engine=self.scorer.backend.describe())
+        self._restore()
         self._start_outputs()
         try:
             self._start_readers(started)
@@ -132,7 +139,7 @@ class FleetRunner(LiveSession):
             try:
                 self.mqtt = MqttEvents(options.mqtt, lambda: [feed.watch.state_record() for feed in self.feeds],
                                        prefix=options.mqtt_prefix, client_id=options.mqtt_client_id,
-                                       log=self.log).start()
+                                       log=self.log, on_reset=self._ask_reset).start()
             except UserError:
                 if self.metrics is not None:
                     self.metrics.close()
@@ -155,6 +162,36 @@ class FleetRunner(LiveSession):
             feed.reader = LiveFrames(capture, feed.source, self.open_source, self.stop, started, self.options,
                                      on_newest=self.bell.set)
 
+    # -- kept across restarts ---------------------------------------------------------------------
+    def _restore(self) -> None:
+        """Each camera's conditions and normal from the baseline file: a camera still covered is
+        neither published as ok nor raised again."""
+        if self.state_file is None:
+            return
+        saved = self.state_file.load()
+        for feed in self.feeds:
+            if feed.name in saved:
+                feed.restore(saved[feed.name])
+
+    def _ask_reset(self, name: str) -> None:
+        """From MQTT's thread: the loop resets the camera's normal at its next save."""
+        self.resets.add(name)
+        self.bell.set()
+
+    def _save(self) -> None:
+        names = {feed.name for feed in self.feeds}
+        asked, self.resets = self.resets, set()
+        if self.state_file is not None:
+            asked |= self.state_file.resets()
+        for feed in self.feeds:
+            if feed.name in asked:
+                feed.watch.reset_baseline()
+                self.log(f"{feed.name}: its normal is learned afresh (reset asked for)")
+        for name in asked - names:
+            self.log(f"warning: a reset was asked for camera '{name}', which this run does not watch")
+        if self.state_file is not None:
+            self.state_file.save({feed.name: feed.watch.as_dict() for feed in self.feeds})
+
     def _open(self, feed: Feed):
         capture = self.open_source(feed.source)
         if capture is not None and capture.isOpened():
@@ -166,6 +203,7 @@ class FleetRunner(LiveSession):
     def _loop(self, summary: FleetSummary, started: float) -> None:
         """Gather and crop what is ready while the backend scores the previous batch."""
         deadline = started + self.options.duration_s if self.options.duration_s else None
+        saved = started
         while not self.stop.is_set():
             self.bell.wait(WAKE_S)
             self.bell.clear()
@@ -178,6 +216,9 @@ class FleetRunner(LiveSession):
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            if self.resets or time.monotonic() - saved >= SAVE_S:
+                self._save()
+                saved = time.monotonic()
         self._publish_batch(self.batcher.finish(), summary)
 
     def _gather(self, feed: Feed) -> None:
@@ -220,4 +261,5 @@ class FleetRunner(LiveSession):
             self.emit({"camera": feed.name, **feed.summary.as_dict()})
         summary.elapsed_s = elapsed
         self.emit(summary.as_dict())
+        self._save()
         Outputs([self.mqtt, self.webhook, self.metrics]).close()

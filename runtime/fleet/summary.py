@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from contract.stats import percentile, rounded
+from contract.stats import RunningQuantiles, rounded
 from runtime.live.summary import ENDINGS, STOPPED, Summary, final_line
 
 
@@ -37,13 +37,15 @@ class FleetSummary:
                                 if summary.ended == worst.ended)
 
     def as_dict(self) -> dict:
-        latencies = [latency for _, summary in self.cameras for latency in summary.latencies_ms]
+        latencies = RunningQuantiles()
+        for _, summary in self.cameras:
+            latencies.merge(summary.latencies_ms)
         return {"event": "fleet_summary", "cameras": len(self.cameras), "engine": self.engine,
                 "scored": self.scored, "scored_per_s": round(self.scored / self.elapsed_s, 3) if self.elapsed_s else None,
                 "batches": self.batches,
                 "images_per_batch": round(self.batch_images / self.batches, 3) if self.batches else None,
-                "latency_ms_p50": rounded(percentile(latencies, 50), 3),
-                "latency_ms_p95": rounded(percentile(latencies, 95), 3),
+                "latency_ms_p50": rounded(latencies.quantile(50), 3),
+                "latency_ms_p95": rounded(latencies.quantile(95), 3),
                 "elapsed_s": round(self.elapsed_s, 3), "ended": self.ended, "detail": self.detail,
                 "exit_status": self.exit_status}
 

@@ -10,25 +10,34 @@ from dataclasses import dataclass
 from typing import Callable
 
 from contract.errors import UserError
-from contract.manifest import scene_index
+from contract.manifest import manifest_id, scene_index
 from runtime.live.display import AnnotatedVideo, Window, annotate
 from runtime.live.frames import End, Frame, Gap, Reconnect, Signal
 from runtime.live.readers import FileFrames, LiveFrames, ReaderOptions
-from runtime.live.selection import BlankRun, Selector, Smoothing
+from runtime.live.selection import BlankRun, Selector
+from runtime.watch.camera import CameraWatch, WatchRules
+from runtime.outputs.base import Outputs
+from runtime.outputs.log import EventLog
+from runtime.watch.smoothing import Smoothing
+from runtime.watch.state_file import StateFile
+
+SAVE_S = 30.0       # a live source's normal and conditions are saved this often (and at the end)
 from runtime.live.session import LiveSession
 from runtime.live.source import Source, SourceNeverOpened, never_opened, release
 from runtime.live.summary import STOPPED, Summary, max_frames_detail
 
 
-@dataclass
-class RunOptions(ReaderOptions):
+@dataclass(kw_only=True)
+class RunOptions(ReaderOptions, WatchRules):
+    """How one source is read, scored, watched (WatchRules) and shown."""
+
     scene: str | None = None
     every: int = 1
     fps: float | None = None         # score at most this many frames per second
-    smooth: int = 1
-    threshold: float | None = None
+    smooth: int = 1                  # one source: each frame's own score unless asked
     save: str | None = None
     show: bool = False
+    baseline_file: str | None = None  # the source's normal and conditions, kept across restarts
 
 
 class StreamRunner(LiveSession):
@@ -38,6 +47,10 @@ class StreamRunner(LiveSession):
                  stop=None, log: Callable[[str], None] | None = None):
         super().__init__(scorer, options, open_source, stop, log)
         self.source = source
+        self.watch: CameraWatch | None = None
+        self.outputs = Outputs([self.jsonl, EventLog(self.log)])
+        self.state_file = (StateFile(options.baseline_file, manifest_id(scorer.manifest.raw), self.log)
+                           if options.baseline_file else None)
         self.scene_index = scene_index(scorer.scenes, options.scene or scorer.scene)
         check_options(options)
 
@@ -87,33 +100,53 @@ class StreamRunner(LiveSession):
         return summary
 
     def _score_all(self, frames, selector: Selector, summary: Summary, video, window) -> None:
-        smoothing = Smoothing(self.options.smooth, self.options.threshold)
+        watch = self.watch = self._watch()
         blank_run = BlankRun()
+        saved = time.monotonic()
         for item in frames:
             if not isinstance(item, Frame):
-                self._on_signal(item, summary, smoothing)
+                self._on_signal(item, summary, watch)
                 continue
             selected = item.selected if item.selected is not None else selector(item.index, item.t)
             if selected:
-                self._take(item, summary, smoothing, blank_run)
+                self._take(item, summary, watch, blank_run)
             else:
                 summary.skipped += 1
             if item.image is not None and (video or window):
-                self._draw(item, smoothing, video, window)
+                self._draw(item, watch.smoothing, video, window)
             if not self.source.live and self.options.max_frames and item.index + 1 >= self.options.max_frames:
                 summary.end("finished", max_frames_detail(self.options.max_frames))
                 self.stop.set()
+            if self.state_file is not None and time.monotonic() - saved >= SAVE_S:
+                self.state_file.save({self.source.text: watch.as_dict()})
+                saved = time.monotonic()
 
-    def _on_signal(self, signal: Signal, summary: Summary, smoothing: Smoothing) -> None:
+    def _watch(self) -> CameraWatch:
+        """The source's conditions and normal, as a previous run with this baseline file left them."""
+        watch = CameraWatch(self.options, started=0.0, name=self.source.text)
+        if self.state_file is not None:
+            saved = self.state_file.load().get(self.source.text)
+            if saved:
+                watch.restore(saved)
+        return watch
+
+    def _publish(self, events: list[dict], image=None) -> None:
+        for event in events:
+            self.outputs.publish_event(event, image)
+
+    def _on_signal(self, signal: Signal, summary: Summary, watch: CameraWatch) -> None:
+        """One source reports its outages as its gap and reconnect records: the watch hears of them
+        (its counts restart, its state is lost) but its source_lost / source_back say nothing more."""
         self.emit(signal.record())
         if isinstance(signal, End):
             summary.end(signal.ending, self._end_detail(signal))
         elif isinstance(signal, Gap):
             self.log(f"gap in {self.source.text}: {signal.reason}; reconnecting")
-            smoothing.restart()
+            watch.on_gap(signal.t, signal.reason)
         elif isinstance(signal, Reconnect):
             self.log(f"reconnected to {self.source.text} after {signal.gap_s} s without frames "
                      f"({signal.attempts} attempt(s))")
+            watch.on_reconnect(signal.t, signal.gap_s)
 
     def _end_detail(self, end: End) -> str:
         name, reason = self.source.text, end.reason
@@ -130,25 +163,31 @@ class StreamRunner(LiveSession):
         return (f"stream '{name}' delivered no frame for {end.since_s:.1f} s and {end.attempts} reopen "
                 f"attempt(s) failed ({retries}); check the source, or allow more with --retries")
 
-    def _take(self, frame: Frame, summary: Summary, smoothing: Smoothing, blank_run: BlankRun) -> None:
-        """A selected frame: scored, unless it is a uniform filler (counted, and its run reported once)."""
-        blank, gap = blank_run.check(frame, frame.image if frame.image is not None else frame.crops[0])
-        if not blank:
-            self._score(frame, summary, smoothing)
+    def _take(self, frame: Frame, summary: Summary, watch: CameraWatch, blank_run: BlankRun) -> None:
+        """A selected frame: watched (covered? frozen?) and scored, unless it is a uniform filler
+        (counted, and its run reported once)."""
+        image = frame.image if frame.image is not None else frame.crops[0]
+        blank, gap = blank_run.check(frame, image)
+        if blank:
+            summary.blank += 1
+            if gap is not None:
+                self.emit(gap.record())
             return
-        summary.blank += 1
-        if gap is not None:
-            self.emit(gap.record())
+        if frame.image is not None:
+            self._publish(watch.on_picture(frame.t, frame.image), frame.image)
+        self._score(frame, summary, watch)
 
-    def _score(self, frame: Frame, summary: Summary, smoothing: Smoothing) -> None:
+    def _score(self, frame: Frame, summary: Summary, watch: CameraWatch) -> None:
         crops = frame.crops if frame.crops is not None else self.scorer.preprocess(frame.image)
         score = float(self.scorer.score_crops(crops)[self.scene_index])
         latency_ms = (time.monotonic() - frame.captured) * 1000.0
-        smoothing.add(score)
+        events = watch.on_score(frame.t, score)
+        smoothing = watch.smoothing
         summary.add_score(score, latency_ms, smoothing.low)
         self.emit({"frame": frame.index, "t": round(frame.t, 3), "score": round(score, 6),
-                   "smoothed": round(smoothing.smoothed, 6), "low": smoothing.low,
+                   "smoothed": round(smoothing.smoothed, 6), "low": smoothing.low, "state": watch.state,
                    "latency_ms": round(latency_ms, 2)})
+        self._publish(events, frame.image)
 
     def _draw(self, frame: Frame, smoothing: Smoothing, video, window) -> None:
         picture = annotate(frame.image.copy(), smoothing.score, smoothing.smoothed, smoothing.low)
@@ -160,6 +199,8 @@ class StreamRunner(LiveSession):
     def _close(self, frames, summary: Summary, started: float, video, window) -> None:
         self.stop.set()
         frames.close(self.abort)
+        if self.state_file is not None and self.watch is not None:
+            self.state_file.save({self.source.text: self.watch.as_dict()})
         if video:
             video.close()
         if window:

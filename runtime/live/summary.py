@@ -5,9 +5,7 @@ import signal
 import threading
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from contract.stats import percentile, rounded
+from contract.stats import RunningQuantiles, RunningStats, rounded
 
 
 @dataclass(frozen=True)
@@ -49,8 +47,8 @@ class Summary:
     reconnects: int = 0
     low: int = 0
     elapsed_s: float = 0.0
-    scores: list = field(default_factory=list, repr=False)
-    latencies_ms: list = field(default_factory=list, repr=False)
+    scores: RunningStats = field(default_factory=RunningStats, repr=False)
+    latencies_ms: RunningQuantiles = field(default_factory=RunningQuantiles, repr=False)
     ended: str = ""                  # a key of ENDINGS
     detail: str = ""                 # the final line: what ended the run, in one sentence
 
@@ -62,8 +60,8 @@ class Summary:
     def add_score(self, score: float, latency_ms: float, low: bool) -> None:
         self.scored += 1
         self.low += low
-        self.scores.append(score)
-        self.latencies_ms.append(latency_ms)
+        self.scores.add(score)
+        self.latencies_ms.add(latency_ms)
 
     def end(self, ended: str, detail: str) -> None:
         self.ended, self.detail = ended, detail
@@ -77,17 +75,17 @@ class Summary:
             self.reconnects = reader.reconnects
 
     def as_dict(self) -> dict:
-        scores = np.asarray(self.scores, dtype=np.float64)
+        scores = self.scores
         return {
             "event": "summary", "source": self.source, "engine": self.engine, "precision": self.precision,
             "frames_read": self.frames_read,
             "scored": self.scored, "skipped": self.skipped, "dropped": self.dropped, "blank": self.blank,
             "settling": self.settling, "reconnects": self.reconnects, "low": self.low,
-            "mean_score": round(float(scores.mean()), 6) if scores.size else None,
-            "min_score": round(float(scores.min()), 6) if scores.size else None,
+            "mean_score": rounded(scores.mean, 6),
+            "min_score": rounded(scores.minimum, 6),
             "scored_per_s": round(self.scored / self.elapsed_s, 3) if self.elapsed_s > 0 else None,
-            "latency_ms_p50": rounded(percentile(self.latencies_ms, 50), 3),
-            "latency_ms_p95": rounded(percentile(self.latencies_ms, 95), 3),
+            "latency_ms_p50": rounded(self.latencies_ms.quantile(50), 3),
+            "latency_ms_p95": rounded(self.latencies_ms.quantile(95), 3),
             "elapsed_s": round(self.elapsed_s, 3), "ended": self.ended, "detail": self.detail,
             "exit_status": self.exit_status,
         }

@@ -11,7 +11,8 @@ class EventLog:
         self.log = log
 
     def publish_event(self, event: dict, image: np.ndarray | None = None) -> None:
-        self.log(f"{event['camera']}: {event['event'].replace('_', ' ')} (now {event['state']})")
+        line = f"{event['camera']}: {event['event'].replace('_', ' ')} (now {event['state']})"
+        self.log(f"{line}: {event['reason']}" if event.get("reason") and event["event"] == "degraded" else line)
 
     def publish_state(self, state: dict) -> None:
         pass

@@ -5,6 +5,7 @@ Topics (PREFIX defaults to gamma-edge; docs/fleet.md, "MQTT"):
     PREFIX/<camera>/state   retained: the camera's current state, so a subscriber that joins late sees it
     PREFIX/<camera>/event   each event as it happens
     PREFIX/status           retained: "online", and "offline" as the last will, so a box that goes away is seen
+    PREFIX/<camera>/reset   subscribed: a message here makes the camera learn its normal afresh
 
 A broker that cannot be reached never stops the run: events are then not delivered (said once
 per outage, and counted), paho reconnects in its own thread, and on every (re)connect the
@@ -51,10 +52,12 @@ class MqttEvents:
     """Publish states and events; `states()` returns the current state record of every camera."""
 
     def __init__(self, url: str, states: Callable[[], list[dict]], prefix: str = "gamma-edge",
-                 client_id: str | None = None, log: Callable[[str], None] = print, keepalive: int = 30):
+                 client_id: str | None = None, log: Callable[[str], None] = print, keepalive: int = 30,
+                 on_reset: Callable[[str], None] | None = None):
         paho = load_paho()
         self.host, self.port, user, password = parse_broker(url)
         self.prefix, self.states, self.log, self.keepalive = prefix.rstrip("/"), states, log, keepalive
+        self.on_reset = on_reset
         self.address = f"{self.host}:{self.port}"
         self.connected = threading.Event()
         self.delivered = self.undelivered = 0
@@ -71,6 +74,7 @@ class MqttEvents:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_message = self._on_message
 
     @property
     def status_topic(self) -> str:
@@ -96,7 +100,16 @@ class MqttEvents:
         client.publish(self.status_topic, "online", qos=QOS, retain=True)
         for record in self.states():
             client.publish(self.topic(record["camera"], "state"), json.dumps(record), qos=QOS, retain=True)
+        if self.on_reset is not None:
+            client.subscribe(self.topic("+", "reset"), qos=QOS)
         self.outage.clear()
+
+    def _on_message(self, client, userdata, message) -> None:
+        """PREFIX/<camera>/reset (any payload): learn that camera's normal afresh (it was moved, or
+        its lens replaced). A retained reset would reset again at every start: it is ignored."""
+        parts = message.topic.split("/")
+        if self.on_reset is not None and parts[-1] == "reset" and not message.retain:
+            self.on_reset(parts[-2])
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()

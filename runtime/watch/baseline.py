@@ -1,0 +1,180 @@
+"""A camera's own normal, per light condition: its score and each image signal (docs/fleet.md,
+"Baselines"). A degraded verdict compares the smoothed score (and, where asked, the signals) with
+that normal, and names what changed most as the likely cause.
+
+Light conditions: an infrared night picture is gray, a day picture is in colour; they differ in
+score and in every signal at once, so each keeps its own normal (learned the first time it is
+seen). Within one condition the normal follows slow change (runtime/watch/normal.py).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.watch.conditions import band, either
+from runtime.watch.normal import Normal
+from runtime.watch.signals import SIGNALS, describe
+
+# colourfulness with hysteresis: gray (infrared) below MONO_BELOW, colour again above COLOUR_ABOVE
+MONO_BELOW, COLOUR_ABOVE = 3.0, 6.0
+MODES = ("model", "signals", "model+signals")
+
+
+@dataclass(frozen=True)
+class SignalRule:
+    """When a signal alone is evidence of a defect: its smoothed value beyond `limit` against its
+    normal (a ratio for ratio signals, percentage points otherwise) in the direction given."""
+
+    name: str
+    direction: int        # -1: a drop is the defect; +1: a rise
+    limit: float
+
+
+SIGNAL_RULES = (
+    SignalRule("sharpness", -1, 0.45),
+    SignalRule("noise", +1, 2.5),
+    SignalRule("brightness", -1, 0.5),
+    SignalRule("brightness", +1, 1.6),
+    SignalRule("contrast", -1, 0.5),
+    SignalRule("highlights", +1, 15.0),
+    SignalRule("shadows", +1, 25.0),
+)
+
+
+@dataclass
+class Verdict:
+    """What the normal says of the latest frames: evidence of a defect (True), of health (False) or
+    neither (None: in the band between, or no normal yet), and the likely causes."""
+
+    evidence: bool | None
+    reason: str | None = None
+    changes: dict | None = None       # signal -> {"value", "normal"}; "score" -> {"value", "normal"}
+
+
+class CameraBaseline:
+    def __init__(self, warmup_s: float, drop: float = 0.1, spreads: float = 3.0, mode: str = "model",
+                 smooth: int = 5):
+        self.warmup_s, self.drop, self.spreads, self.mode = warmup_s, drop, spreads, mode
+        self.normals: dict[str, dict[str, Normal]] = {}     # light condition -> quantity -> normal
+        self.light: str | None = None
+        self.recent: deque = deque(maxlen=smooth)              # the latest frames' signals
+
+    # -- what the frames show ----------------------------------------------------------------------
+    def observe(self, signals: dict[str, float]) -> None:
+        self.recent.append(signals)
+        fullness = signals["colourfulness"]
+        if self.light is None:
+            self.light = "mono" if fullness < MONO_BELOW else "colour"
+        elif self.light == "colour" and fullness < MONO_BELOW:
+            self.light = "mono"
+        elif self.light == "mono" and fullness > COLOUR_ABOVE:
+            self.light = "colour"
+
+    def smoothed_signals(self) -> dict[str, float]:
+        """The median of the latest frames' signals: one odd frame does not move it."""
+        if not self.recent:
+            return {}
+        return {name: float(np.median([frame[name] for frame in self.recent])) for name in SIGNALS}
+
+    def restart_recent(self) -> None:
+        self.recent.clear()
+
+    # -- the normal ----------------------------------------------------------------------------------
+    def _normals(self) -> dict[str, Normal]:
+        if self.light not in self.normals:
+            self.normals[self.light] = {name: Normal(self.warmup_s) for name in ("score", *SIGNALS)}
+        return self.normals[self.light]
+
+    def learn(self, now: float, score: float) -> None:
+        """A healthy frame: the score and the signals join the normal of the light condition."""
+        if self.light is None or not self.recent:
+            return
+        normals = self._normals()
+        normals["score"].add(now, score)
+        for name, value in self.recent[-1].items():
+            if name in normals:
+                normals[name].add(now, value)
+
+    @property
+    def ready(self) -> bool:
+        return self.light in self.normals and self.normals[self.light]["score"].ready
+
+    def reset(self) -> None:
+        self.normals.clear()
+        self.recent.clear()
+
+    # -- the verdict ---------------------------------------------------------------------------------
+    def judge(self, smoothed: float) -> Verdict:
+        if not self.ready:
+            return Verdict(None)
+        normals, signals = self.normals[self.light], self.smoothed_signals()
+        score = normals["score"]
+        margin = max(self.spreads * score.spread, self.drop * score.level)
+        by_model = band(smoothed, score.level - margin, score.level - 0.5 * margin)
+        by_signals = self._signal_evidence(normals, signals)
+        evidence = {"model": by_model, "signals": by_signals, "model+signals": either(by_model, by_signals)}[self.mode]
+        changes = {"score": {"value": round(smoothed, 6), "normal": round(score.level, 6)}}
+        changes.update({name: {"value": round(signals[name], 4), "normal": round(normals[name].level, 4)}
+                        for name in SIGNALS if normals[name].ready and name in signals})
+        return Verdict(evidence, self._reason(normals, signals, smoothed), changes)
+
+    def _signal_evidence(self, normals: dict[str, Normal], signals: dict[str, float]) -> bool | None:
+        verdicts = []
+        for rule in SIGNAL_RULES:
+            normal = normals[rule.name]
+            if not normal.ready or rule.name not in signals:
+                continue
+            change = _change(rule.name, signals[rule.name], normal.level)
+            beyond = change < rule.limit if rule.direction < 0 else change > rule.limit
+            back = change >= _halfway(rule) if rule.direction < 0 else change <= _halfway(rule)
+            verdicts.append(True if beyond else (False if back else None))
+        return either(*verdicts)
+
+    def _reason(self, normals: dict[str, Normal], signals: dict[str, float], smoothed: float) -> str:
+        """The signals that moved furthest from their normal (in their own spreads), in words; the
+        score's own drop when no signal moved."""
+        moved = []
+        for name in SIGNALS:
+            normal = normals[name]
+            if not normal.ready or name not in signals:
+                continue
+            distance = abs(signals[name] - normal.level) / normal.spread
+            if distance >= 3.0 and _noticeable(name, signals[name], normal.level):
+                moved.append((distance, describe(name, signals[name], normal.level)))
+        words = [text for _, text in sorted(moved, reverse=True)[:2]]
+        score = normals["score"]
+        words.append(f"score {100.0 * smoothed / max(score.level, 1e-9):.0f}% of normal")
+        return ", ".join(words)
+
+    # -- kept across restarts -------------------------------------------------------------------------
+    def as_dict(self) -> dict:
+        return {"light": self.light, "normals": {light: {name: normal.as_dict() for name, normal in normals.items()}
+                                                 for light, normals in self.normals.items()}}
+
+    def restore(self, values: dict) -> None:
+        self.light = values.get("light")
+        self.normals = {light: {name: Normal.from_dict(normal) for name, normal in normals.items()}
+                        for light, normals in values.get("normals", {}).items()}
+
+
+def _change(name: str, value: float, normal: float) -> float:
+    if SIGNALS[name].compare == "ratio":
+        return value / max(normal, 1e-9)
+    return value - normal
+
+
+def _halfway(rule: SignalRule) -> float:
+    """Recovered only halfway back: a ratio rule's halfway is the geometric mean with 1."""
+    if SIGNALS[rule.name].compare == "ratio":
+        return rule.limit ** 0.5
+    return 0.5 * rule.limit
+
+
+def _noticeable(name: str, value: float, normal: float) -> bool:
+    """A change a person would call a change: a fifth up or down, or two percentage points."""
+    change = _change(name, value, normal)
+    if SIGNALS[name].compare == "ratio":
+        return change < 0.8 or change > 1.25
+    return abs(change) >= 2.0

@@ -1,0 +1,102 @@
+"""Cheap image signals measured beside the score, the evidence an alert names as its likely cause
+("sharpness 38% of normal"), and the pictures the covered and frozen checks compare.
+
+Every signal is measured on one small gray copy of the frame (its long side area-resized to
+SIGNAL_SIDE pixels), so a frame costs about a millisecond. Each is compared with the camera's own
+normal, never with a fixed value: a night street is darker and noisier than a sunny one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+SIGNAL_SIDE = 384
+# Immerkaer's noise estimator: a kernel that cancels image structure up to second order.
+NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class SignalKind:
+    """How a signal is compared with its normal and named in a reason."""
+
+    name: str
+    words: str            # how a reason names it
+    compare: str          # "ratio": value / normal ("38% of normal"); "points": value and normal side by side
+    unit: str = ""
+
+
+SIGNALS = {kind.name: kind for kind in (
+    SignalKind("sharpness", "sharpness", "ratio"),        # variance of the Laplacian
+    SignalKind("brightness", "brightness", "ratio"),      # mean gray level
+    SignalKind("contrast", "contrast", "ratio"),          # gray standard deviation
+    SignalKind("noise", "noise", "ratio"),                # Immerkaer's sigma
+    SignalKind("highlights", "clipped highlights", "points", "%"),   # share of pixels at 250 or more
+    SignalKind("shadows", "clipped shadows", "points", "%"),         # share of pixels at 5 or less
+    SignalKind("colour_cast", "colour cast", "points"),          # mean chroma offset from gray (Lab a*, b*)
+)}
+
+
+def small_gray(image: np.ndarray, side: int = SIGNAL_SIDE) -> np.ndarray:
+    height, width = image.shape[:2]
+    scale = side / max(height, width)
+    if scale < 1:
+        image = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
+                           interpolation=cv2.INTER_AREA)
+    return image
+
+
+def measure(image: np.ndarray) -> dict[str, float]:
+    """Every signal of a BGR frame."""
+    small = small_gray(image)
+    gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    noise = cv2.filter2D(gray.astype(np.float32), -1, NOISE_KERNEL)[1:-1, 1:-1]
+    lab = cv2.cvtColor(small, cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(np.float32)
+    cast = float(np.hypot(lab[:, 1].mean() - 128.0, lab[:, 2].mean() - 128.0))
+    return {
+        "sharpness": float(cv2.Laplacian(gray, cv2.CV_32F).var()),
+        "brightness": float(gray.mean()),
+        "contrast": float(gray.std()),
+        "noise": float(np.abs(noise).mean() * math.sqrt(math.pi / 2) / 6.0),
+        "highlights": float((gray >= 250).mean() * 100.0),
+        "shadows": float((gray <= 5).mean() * 100.0),
+        "colour_cast": cast,
+        "colourfulness": colourfulness(small),
+    }
+
+
+def colourfulness(image: np.ndarray) -> float:
+    """Hasler and Suesstrunk's colourfulness: about 0 for a gray (infrared night) picture, 15 and
+    more for an ordinary colour scene. It tells the light condition, not a defect."""
+    b, g, r = (image[..., i].astype(np.float32) for i in range(3))
+    rg, yb = r - g, 0.5 * (r + g) - b
+    return float(math.hypot(rg.std(), yb.std()) + 0.3 * math.hypot(rg.mean(), yb.mean()))
+
+
+def describe(name: str, value: float, normal: float) -> str:
+    """A signal against its normal, in a reason's words: 'sharpness 38% of normal'."""
+    kind = SIGNALS[name]
+    if kind.compare == "ratio":
+        return f"{kind.words} {100.0 * value / max(normal, 1e-9):.0f}% of normal"
+    return f"{kind.words} {value:.1f}{kind.unit} (normal {normal:.1f}{kind.unit})"
+
+
+# -- the pictures of the covered and frozen checks ------------------------------------------------
+def picture_of(image: np.ndarray) -> np.ndarray:
+    """A small gray picture for the frozen and covered checks. Subsampled, not averaged: an
+    average would smooth away the sensor noise that tells a live static scene from a frozen one."""
+    step = max(1, min(image.shape[:2]) // 120)
+    return cv2.cvtColor(np.ascontiguousarray(image[::step, ::step]), cv2.COLOR_BGR2GRAY)
+
+
+def contrast(picture: np.ndarray) -> float:
+    return float(picture.std())
+
+
+def change(picture: np.ndarray, previous: np.ndarray | None) -> float | None:
+    """Mean absolute gray difference between consecutive pictures (None: nothing to compare)."""
+    if previous is None or previous.shape != picture.shape:
+        return None
+    return float(cv2.absdiff(picture, previous).mean())
