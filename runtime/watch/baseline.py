@@ -88,7 +88,8 @@ class CameraBaseline:
         return self.normals[self.light]
 
     def learn(self, now: float, score: float) -> None:
-        """A healthy frame: the score and the signals join the normal of the light condition."""
+        """A healthy frame: its smoothed score (what is judged) and its signals join the normal of the
+        light condition."""
         if self.light is None or not self.recent:
             return
         normals = self._normals()

@@ -15,7 +15,7 @@ import numpy as np
 
 from runtime.watch.baseline import MODES, CameraBaseline
 from runtime.watch.conditions import CONDITION, CONDITIONS, EVENTS, STATES, Condition, Hold, band, either
-from runtime.watch.signals import change, contrast, measure, picture_of
+from runtime.watch.signals import Look, change, look_at
 from runtime.watch.smoothing import Smoothing
 
 __all__ = ["CameraWatch", "WatchRules", "EVENTS", "STATES", "Hold", "MODES"]
@@ -80,17 +80,17 @@ class CameraWatch:
                 "state": self.state, "previous": previous, "score": _rounded(self.smoothing.score),
                 "smoothed": _rounded(self.smoothing.smoothed), **detail}
 
-    def on_picture(self, now: float, image: np.ndarray) -> list[dict]:
-        """A frame that arrived while frames keep coming: is it nearly uniform (covered), or the same
-        picture as the last one (frozen)? A uniform picture says nothing about frozen. Its image
-        signals join the latest ones the baseline judges."""
-        picture, previous_state = picture_of(image), self.state
-        spread, moved = contrast(picture), change(picture, self.previous)
-        self.previous = picture
+    def on_picture(self, now: float, image: np.ndarray | None = None, look: Look | None = None) -> list[dict]:
+        """A frame that arrived while frames keep coming (or how it looks, measured already): is it
+        nearly uniform (covered), or the same picture as the last one (frozen)? A uniform picture
+        says nothing about frozen. Its image signals join the latest ones the baseline judges."""
+        look = look or look_at(image, self.rules.covered_contrast)
+        previous_state, spread, moved = self.state, look.contrast, change(look.picture, self.previous)
+        self.previous = look.picture
         covered = band(spread, self.rules.covered_contrast, 1.5 * self.rules.covered_contrast)
         self.uniform = covered is not False
-        if not self.uniform:
-            self.baseline.observe(measure(image))
+        if not self.uniform and look.signals is not None:
+            self.baseline.observe(look.signals)
         frozen = None if self.uniform or moved is None else band(moved, self.rules.frozen_diff + 1e-9,
                                                                   2 * self.rules.frozen_diff + 1e-6)
         raised = self._switch(CONDITION["covered"], now, covered, previous_state, contrast=round(spread, 3))
@@ -112,7 +112,7 @@ class CameraWatch:
         applicable = [e for e, applies in ((floor, threshold is not None), (self.verdict.evidence, self.baseline.ready))
                       if applies]
         if self.state == "ok" and self.verdict.evidence is not True:
-            self.baseline.learn(now, score)      # a defect, or a frame judged in another state, is never learned
+            self.baseline.learn(now, self.smoothing.smoothed)   # a defect is never learned as normal
         return self._switch(CONDITION["degraded"], now, either(*applicable), previous_state, **self._why(threshold))
 
     def _why(self, threshold: float | None) -> dict:

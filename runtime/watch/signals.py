@@ -83,7 +83,23 @@ def describe(name: str, value: float, normal: float) -> str:
     return f"{kind.words} {value:.1f}{kind.unit} (normal {normal:.1f}{kind.unit})"
 
 
-# -- the pictures of the covered and frozen checks ------------------------------------------------
+# -- what one frame looks like to the watch ---------------------------------------------------------
+@dataclass
+class Look:
+    """One frame as the watch sees it: a small picture (frozen), its contrast (covered) and its
+    image signals (measured only when the picture is not uniform)."""
+
+    picture: np.ndarray
+    contrast: float
+    signals: dict[str, float] | None
+
+
+def look_at(image: np.ndarray, covered_contrast: float) -> Look:
+    picture = picture_of(image)
+    spread = contrast(picture)
+    return Look(picture, spread, measure(image) if spread >= 1.5 * covered_contrast else None)
+
+
 def picture_of(image: np.ndarray) -> np.ndarray:
     """A small gray picture for the frozen and covered checks. Subsampled, not averaged: an
     average would smooth away the sensor noise that tells a live static scene from a frozen one."""
