@@ -12,7 +12,7 @@ token (export rewrites 3 and 5 undone) to show what those rewrites buy, and time
 them against PyTorch eager FP32 (and eager bf16 autocast, what a user on an AMX
 machine tries first) at batch 1 and batch 10 crops. The header names the CPU. The configurations are interleaved
 (A B C ... A B C ...) in one process with a 4096^2 float32 GEMM probe in every
-round, because this machine's speed drifts by up to 2x (DESIGN.md sec. 5);
+round, because this machine's speed drifts by up to 2x (docs/design.md sec. 5.2);
 medians are reported and each speed is also given as a fraction of the GEMM peak.
 
 Without --checkpoint the model is random-initialised with MoAE switched on

@@ -8,7 +8,7 @@ Compares two implementations of the same step on the same mixed-scene batch of 8
   B  "per sample": a plain implementation that runs the text tower for each sample's
      5 prompts (8 x 5 prompts per step).
 Both are timed interleaved (A B A B ...) in one process, medians reported, because this
-machine's speed drifts (DESIGN.md sec. 5); a 4096^2 float32 matmul GEMM probe in the same
+machine's speed drifts (docs/design.md sec. 5.2); a 4096^2 float32 matmul GEMM probe in the same
 run says what fraction of the machine's peak the step reaches. On CUDA the step runs under
 bf16 autocast, as training does. Random weights: throughput does not depend on them.
 """

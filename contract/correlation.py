@@ -3,7 +3,7 @@ export validation, the benchmarks and the demo (numpy only, so the runtime can u
 
 - `srcc`: Spearman's rho, Pearson on ranks with ties given their average rank.
 - `plcc`: plain Pearson on the raw scores, what IQA-PyTorch's training logs and the
-  paper's tables use (DESIGN.md sec. 5).
+  paper's tables use (docs/design.md sec. 5).
 - `plcc_fit`: Pearson after the 4-parameter logistic mapping of VQEG,
   (beta1 - beta2) / (1 + exp(-(x - beta3) / |beta4|)) + beta2, fitted by least squares
   (needs scipy, which the full install has); if the fit fails it falls back to `plcc`.

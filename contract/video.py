@@ -1,7 +1,7 @@
 """Writing video: which codec each file extension gets, and a writer that is open or says why.
 
 Every video this project writes (annotated streams, the demo clip, test and benchmark clips)
-is opened here. pip's OpenCV writes mp4v into .mp4 and MJPG into .avi, not H.264 (docs/design.md sec. 5).
+is opened here. pip's OpenCV writes mp4v into .mp4 and MJPG into .avi, not H.264 (docs/design.md sec. 5.2).
 """
 from __future__ import annotations
 

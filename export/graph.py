@@ -7,7 +7,7 @@ test against the PyTorch model):
    affine per channel, and the patch embedding is linear, so they fold into the
    patch convolution: W'[o, c] = W[o, 2 - c] / (255 std[2 - c]) and
    b'[o] = -sum_{c,k} W[o, c, k] mean[c] / std[c]. The runtime feeds OpenCV's
-   crops as they are and does no float work per pixel (DESIGN.md sec. 3).
+   crops as they are and does no float work per pixel (docs/design.md sec. 3).
 2. Attention with a packed QKV projection and the 1/sqrt(d) scale folded into
    the query rows of that projection.
 3. Fused MoAE (paper Sec. 3.2). The shared expert and the N adaptive experts read
@@ -17,7 +17,7 @@ test against the PyTorch model):
        out = [h_0, g_1 h_1, ..., g_N h_N] @ [W_0 | s W_1 | ... | s W_N]^T + b_0 + g @ (s B)
    which is the paper's shared(x) + s * sum_i g_i expert_i(x), term for term.
 4. Constant text. A scene's five text features do not depend on the image
-   (DESIGN.md sec. 1): they are computed once here, L2-normalised, multiplied by
+   (docs/design.md sec. 1.8): they are computed once here, L2-normalised, multiplied by
    exp(logit_scale) and stored as one (D, S*5) constant, so the text tower is not
    in the graph and every scene costs one small matrix product.
 5. Class token only in the last block. Only the class token leaves the tower

@@ -4,7 +4,7 @@ torch's TorchScript exporter (`dynamo=False`) gives a single-file graph in under
 a second for the tiny model and ~15 s for ViT-B/16; the dynamo exporter is the
 fallback where the TorchScript one is gone. The example input has batch 2 and
 the batch axis is declared dynamic (a batch-1 example silently fixes the batch,
-DESIGN.md sec. 5).
+docs/design.md sec. 5.2).
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ are kept in FP32 (`compress_to_fp16=False`): parity first; the CPU plugin picks
 its own inference precision.
 
 INT8 uses NNCF post-training quantization with `model_type=TRANSFORMER` (keeps
-LayerNorm, GELU, Softmax and residual Adds in float; DESIGN.md sec. 5 found it
+LayerNorm, GELU, Softmax and residual Adds in float; docs/design.md sec. 5.2 found it
 far more faithful than the default), the MIXED preset and NNCF's SmoothQuant
 (migrates activation outliers of CLIP's MLP inputs into the weights); the
 measurements behind these choices are in docs/export.md. The MoAE gate and the head stay float like in the ONNX Runtime path.

@@ -4,14 +4,14 @@ What stays in float, and why (measured, docs/export.md): only the weight matrix
 products (Q/K/V and output projections, the fused MoAE's two wide products, the
 patch convolution) are quantized; LayerNorm, QuickGELU, Softmax, the residual
 Adds, the activation-by-activation attention products, the MoAE gate (it routes
-every token) and the small head stay float. Fully-INT8 ViTs collapse (DESIGN.md
+every token) and the small head stay float. Fully-INT8 ViTs collapse (docs/design.md
 sec. 5).
 
 Calibration ranges are collected here, streaming (running min/max per tensor
 over batches of crops), instead of by ONNX Runtime's calibrator, which keeps
 every intermediate output of every calibration image in memory (tens of GB for
 ViT-B/16 at a few hundred crops) and whose chunking option drops data in
-recent releases (DESIGN.md sec. 5). The ranges go to quantize_static through its
+recent releases (docs/design.md sec. 5.2). The ranges go to quantize_static through its
 calibration cache.
 """
 from __future__ import annotations

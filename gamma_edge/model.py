@@ -200,7 +200,7 @@ class Gamma(nn.Module):
         return self.clip.encode_image((images - self.mean) / self.std)
 
     def scores(self, images: torch.Tensor, scenes: Sequence[str] | None = None) -> torch.Tensor:
-        """(N, S): every scene from one vision pass (the deployment property of DESIGN.md sec. 1)."""
+        """(N, S): every scene from one vision pass (the deployment property of docs/design.md sec. 1.8)."""
         names = list(scenes) if scenes is not None else list(self.scenes)
         text = torch.stack([self.text_features(s) for s in names])
         return self.head(self.image_features(images), text, self.clip.logit_scale)

@@ -1,13 +1,17 @@
 """gamma-edge runtime: torch-free scoring of images and streams with an exported Gamma model.
 
-It owns what every stage shares and the bottom layer of the project, so export, training and
-the benchmarks import these rules from here: image decoding (images), the preprocessing
-contract (crops), the manifest reader (manifest), the CPU and every choice that depends on it
-(hardware), the correlation metrics (metrics) and atomic file writes (atomic). Beside them:
-the backends (ONNX Runtime, OpenVINO), the Scorer, the stream runner and the CLI commands
-score, run, benchmark and info.
+Its wings, each a package (docs/design.md sec. 2): inference (the Backend interface with its ONNX
+Runtime and OpenVINO implementations, and the Scorer), dataset (listing what `gamma-edge score`
+scores, and the resumable Ray engine with its Parquet table), live (one camera, video file or
+stream scored as it plays), fleet (many cameras, one model, quality events), outputs (MQTT, webhook
+and Prometheus for the fleet), demo (`gamma-edge demo`'s tour and held-out evaluation) and commands
+(the click commands score, run, benchmark, info and demo, which no library module imports);
+shipped.py says where the files shipped inside the package are (the embedded demo models, the
+sample images, the demo's card and photos). What every stage shares (errors, manifest,
+preprocessing, images, hardware, correlation, atomic writes, video, degradations) is the contract
+package, which the runtime imports and which imports nothing of it.
 
-Imports only numpy and OpenCV here; onnxruntime / openvino load with the backend that
+Importing `runtime` loads numpy and OpenCV only; onnxruntime / openvino load with the backend that
 needs them. Never imports torch, open_clip or the gamma_edge / export / training packages.
 """
 from contract.errors import UserError

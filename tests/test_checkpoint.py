@@ -177,7 +177,7 @@ def _official_layout(model):
 
 
 def _score_by_hand(params, images, prompts):
-    """DESIGN.md sec. 1 written out on the official tensors: open_clip supplies the plain CLIP
+    """docs/design.md sec. 1 written out on the official tensors: open_clip supplies the plain CLIP
     (attention, LayerNorm); MoAE, adapter and level head are computed here from the formulas."""
     clip_state = {}
     for key, value in params.items():

@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 from scipy.stats import spearmanr
 
-from runtime.commands.demo import CARD, demo_command, held_out_items
+from runtime.commands.demo import demo_command
+from runtime.demo.tour import CARD, held_out_items
 from runtime.demo.media import clip_frames, timeline
 from runtime.demo.heldout import CLAIM_BAR
 from runtime.inference.scorer import DEMO_MODEL

@@ -145,7 +145,7 @@ def test_bf16_on_a_bf16_cpu_is_compiled_and_read_back():
         assert any("bf16 was asked but OpenVINO compiled the model in fp32" in n for n in backend.notes)
     crops = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
     fp32 = load_backend(manifest, "openvino", "cpu", threads=1, cpu=EPYC_ZEN4).run(crops)
-    # bf16 keeps 8 mantissa bits: scores move by about 1e-3 (DESIGN.md sec. 5 measured 1e-3 to 6e-3)
+    # bf16 keeps 8 mantissa bits: scores move by about 1e-3 (docs/design.md sec. 5.1 measured 1e-3 to 6e-3)
     assert np.abs(backend.run(crops) - fp32).max() < 2e-2
 
 

@@ -24,7 +24,8 @@ import pytest
 from runtime.dataset.inputs import expand_paths
 from contract.errors import UserError
 from contract.manifest import load_manifest
-from runtime.dataset.ray_engine import TEST_ACTOR_EXIT, RayOptions, check_reachable, plan_actors, score_with_ray
+from runtime.dataset import ray_engine
+from runtime.dataset.ray_engine import RayOptions, check_reachable, plan_actors, score_with_ray
 from runtime.dataset.inputs import list_inputs
 from contract.manifest import manifest_id
 from runtime.dataset.score_table import Parts, make_run, select_keep
@@ -50,12 +51,9 @@ def work(tmp_path_factory):
 def ray_address(work):
     import ray
 
-    # Read by every actor this Ray starts (they inherit its environment): the actor-death test's trigger.
-    os.environ[TEST_ACTOR_EXIT] = str(work / "exit-once")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
-    os.environ.pop(TEST_ACTOR_EXIT, None)
 
 
 @pytest.fixture(scope="module")
@@ -255,8 +253,35 @@ def test_other_results_at_the_output_are_refused(model, images, work):
 
 
 # -- a dead actor --------------------------------------------------------------------------------
-def test_a_dead_actor_is_replaced_and_no_image_is_lost_or_doubled(ray_address, model, images, folder_run, work):
-    trigger = Path(os.environ[TEST_ACTOR_EXIT])
+@pytest.fixture
+def actor_exit_trigger(monkeypatch, work):
+    """While the trigger file exists, the first scoring actor to reach its second block removes it and
+    dies (os._exit, as a crashed or preempted node would); only one actor wins the unlink, so only one
+    dies. The engine's own ScoreActor is swapped for a subclass for this test only: the class is
+    defined inside this fixture, so Ray pickles it by value and ships it to the actor processes, which
+    need nothing of the tests on their path."""
+    trigger = work / "exit-once"
+
+    class ScoreActorThatDiesOnce(ray_engine.ScoreActor):
+        def __call__(self, block):
+            self.blocks_seen = getattr(self, "blocks_seen", 0) + 1
+            if self.blocks_seen >= 2:
+                try:
+                    os.unlink(trigger)
+                except FileNotFoundError:
+                    pass
+                else:
+                    os._exit(1)
+            return super().__call__(block)
+
+    monkeypatch.setattr(ray_engine, "ScoreActor", ScoreActorThatDiesOnce)
+    yield trigger
+    trigger.unlink(missing_ok=True)
+
+
+def test_a_dead_actor_is_replaced_and_no_image_is_lost_or_doubled(ray_address, model, images, folder_run, work,
+                                                                  actor_exit_trigger):
+    trigger = actor_exit_trigger
     trigger.touch()                     # the first actor to reach its second batch exits
     out = work / "actor.parquet"
     summary = score_with_ray([str(images)], out, RayOptions(block_size=BLOCK), model=model, quiet=True)

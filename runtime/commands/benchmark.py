@@ -189,7 +189,7 @@ def measure(models: list[Path], images, labels, crops: str | None, threads: int 
 def gemm_probe(n: int = 2048, repeats: int = 3) -> float:
     """The machine's float32 matrix-multiply speed right now (GFLOP/s, numpy, median of `repeats` after
     a warm-up), for reading speed tables as a fraction of the machine's peak. The torch-free probe;
-    benchmarks that have torch use benchmarks/interleaved.torch_gemm_gflops."""
+    benchmarks that have torch use torch_gemm_gflops in benchmarks/interleaved.py."""
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
     a @ b

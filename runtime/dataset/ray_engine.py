@@ -35,8 +35,6 @@ from runtime.dataset.score_table import Parts, finished_key, make_run, write_kee
 from runtime.inference.scorer import resolve_model
 
 DEFAULT_BLOCK_SIZE = 128           # images per block: the unit of work of an actor, of a part file, of resuming
-# Fault injection for the tests: an actor that finds this file deletes it and exits (once, mid-run).
-TEST_ACTOR_EXIT = "GAMMA_EDGE_TEST_ACTOR_EXIT"
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -386,7 +384,6 @@ class ScoreActor:
         if os.path.isdir(folder):
             os.chdir(folder)        # relative paths mean here what they meant to the driver (a shared filesystem)
         self.run = run
-        self.calls = 0
         try:
             self.scorer, self.failure = SourceScorer(**scorer_options), None
         except UserError as exc:
@@ -399,8 +396,6 @@ class ScoreActor:
 
         if self.failure is not None:
             raise self.failure
-        self.calls += 1
-        exit_once_for_tests(self.calls)
         rows = list(self.scorer.score_many(source_of(row) for row in block.to_pylist()))
         count = len(rows)
         columns = {"index": block.column("index"), "path": block.column("path")}
@@ -416,19 +411,6 @@ class ScoreActor:
             "manifest_id": pa.array([self.run.manifest_id] * count, pa.string()),
         })
         return pa.table(columns)
-
-
-def exit_once_for_tests(calls: int) -> None:
-    """The actor-failure test: from its second batch on, an actor that finds the trigger file named by
-    GAMMA_EDGE_TEST_ACTOR_EXIT removes it and dies, as a crashed or preempted node would."""
-    trigger = os.environ.get(TEST_ACTOR_EXIT)
-    if not trigger or calls < 2:
-        return
-    try:
-        os.unlink(trigger)          # only one actor wins the unlink, so only one exits
-    except FileNotFoundError:
-        return
-    os._exit(1)
 
 
 class Progress:

@@ -2,7 +2,7 @@
 a kind must clear before the model card may claim it.
 
 Training distorts with contract.degradations (OpenCV). This module makes the same kinds at the
-same strengths (the level -> parameter table, `distortions.parameter`, is the one definition of
+same strengths (the level -> parameter table, `contract.degradations.parameter`, is the one definition of
 what a level means) with its own code, mostly Pillow, and with its own random draws: the strength
 is drawn inside the level's band (a quarter level either side, so the order of levels stays
 unambiguous), the motion's angle is uniform, the exposure method, the noise's channels, the JPEG

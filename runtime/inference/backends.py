@@ -294,7 +294,7 @@ class OpenVINOBackend:
 def compile_openvino(core, model, target: str = "CPU", precision: str = "fp32", threads: int | None = None):
     """Every OpenVINO compile of this project goes through here, so each one states its inference
     precision: the CPU plugin picks bf16 by itself on AVX512_BF16 / AMX CPUs (and f16 on ARM) unless
-    told, which moves FP32 scores by up to 6e-3 (DESIGN.md sec. 5). `precision` is ours (fp32, bf16,
+    told, which moves FP32 scores by up to 6e-3 (docs/design.md sec. 5.1). `precision` is ours (fp32, bf16,
     fp16); NPUs take no precision hint. LATENCY hint: THROUGHPUT with synchronous infer runs at half speed."""
     config = {"PERFORMANCE_HINT": "LATENCY"}
     if target != "NPU":
