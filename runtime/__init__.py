@@ -3,8 +3,9 @@
 Its wings, each a package (docs/design.md sec. 2): inference (the Backend interface with its ONNX
 Runtime and OpenVINO implementations, and the Scorer), dataset (listing what `gamma-edge score`
 scores, and the resumable Ray engine with its Parquet table), live (one camera, video file or
-stream scored as it plays), fleet (many cameras, one model, quality events), outputs (MQTT, webhook
-and Prometheus for the fleet), demo (`gamma-edge demo`'s tour and held-out evaluation) and commands
+stream scored as it plays), watch (one camera's conditions against its own normal), fleet (many
+cameras, one model, one frame route), outputs (JSON lines, stderr, snapshots, MQTT, webhook and
+Prometheus behind one interface), demo (`gamma-edge demo`'s tour and held-out evaluation) and commands
 (the click commands score, run, benchmark, info and demo, which no library module imports);
 shipped.py says where the files shipped inside the package are (the embedded demo models, the
 sample images, the demo's card and photos). What every stage shares (errors, manifest,

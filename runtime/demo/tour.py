@@ -175,7 +175,8 @@ def stream_demo(card: dict, out: Path, threads, say: Say) -> str:
 
     from runtime.demo.media import plot_scores, write_degrading_clip
     from runtime.inference.scorer import Scorer
-    from runtime.live.stream import RunOptions, StreamRunner, parse_source, quiet_native_logs
+    from runtime.live.runner import RunOptions, StreamRunner
+    from runtime.live.source import parse_source, quiet_native_logs
 
     photo = cv2.imread(str(ASSETS / "photos" / f"{card['held_out_photos'][0]}.png"), cv2.IMREAD_COLOR)
     clip, annotated, jsonl, plot = (out / name for name in OUTPUTS)

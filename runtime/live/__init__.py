@@ -1,5 +1,7 @@
-"""One live source scored as it plays: stream reads a camera, a video file or a network stream
-(reader threads, reconnects with backoff, open and read timeouts), never scores a filler, stale
-or just-reconnected frame, and runs the Scorer on the frames (StreamRunner), with smoothing, a
-threshold, JSON lines and an annotated video. It may import contract and runtime.inference; the
-fleet and the demo build on it."""
+"""One live source scored as it plays: source (what SOURCE names, opening it with OpenCV and its
+timeouts), frames (frames and the typed signals a reader hands over: Gap, Reconnect, End), readers
+(file and live reader threads, reconnects with backoff), selection (which frames are scored, which
+are filler), summary (endings, the run summary, Ctrl-C / SIGTERM), display (--save, --show),
+session (what a run of one source and a fleet share) and runner (StreamRunner). A filler, stale or
+just-reconnected frame is never scored. It may import contract, runtime.inference, runtime.watch and
+runtime.outputs; the fleet and the demo build on it."""

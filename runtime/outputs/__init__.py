@@ -1,6 +1,7 @@
-"""Where the fleet's events and figures go beyond the JSON lines: mqtt (events and retained camera
-states to a broker, paho-mqtt), webhook (each event POSTed from a thread of its own) and prometheus
-(an endpoint whose per-camera figures are read from the fleet at scrape time, prometheus-client).
-None of them may stop or slow the scoring. They may import only contract and their own client
-library (paho-mqtt and prometheus-client, the `fleet` install extra; the webhook needs only the
-standard library), never another runtime wing: the fleet calls them, they call nothing back."""
+"""Where a run's records, events and states go, each output behind one small interface (base:
+publish_event, publish_state, close, and the dispatcher that fans out to them): jsonl (the JSON
+lines, appended and rotated by size), log (events on stderr), snapshots (a JPEG per event), mqtt
+(events, retained states and resets over a broker, paho-mqtt), webhook (each event POSTed from a
+thread of its own) and prometheus (an endpoint read at scrape time, prometheus-client). None of
+them may stop or slow the scoring. They import only contract and their own client library, never
+another runtime wing: the runs call them, they call nothing back."""

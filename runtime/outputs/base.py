@@ -18,7 +18,7 @@ class Output(Protocol):
         """A quality event; `image` is the frame it was seen in, when there is one."""
 
     def publish_state(self, state: dict) -> None:
-        """A camera's new state record (fleet/watch.py `state_record`)."""
+        """A camera's new state record (runtime/watch/camera.py `state_record`)."""
 
     def close(self) -> None:
         """Deliver what is queued, then stop."""
