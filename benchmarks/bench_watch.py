@@ -74,6 +74,7 @@ class Scene:
     rng: np.random.Generator
     injections: list[Injection] = field(default_factory=list)
     phase: float = 0.0
+    noise: list | None = None
 
     def light(self, t: float) -> float:
         hour = (self.start_hour + t / 3600.0) % 24.0
@@ -91,9 +92,8 @@ class Scene:
         light = self.light(t)
         gain = min(1.0 / light, 4.0)
         injection = self.injection(t)
-        x = self.linear * (light * gain)
         drift = 0.03 * np.sin(2 * np.pi * t / DAY + self.phase)
-        x = x * np.array([1 - drift, 1.0, 1 + drift])          # BGR white balance
+        x = self.linear * (np.array([1 - drift, 1.0, 1 + drift], np.float32) * (light * gain))   # BGR white balance
         infrared = self.mono and light < 0.3
         if infrared:
             x = np.repeat(x.mean(axis=2, keepdims=True), 3, axis=2) * 1.6
@@ -101,13 +101,20 @@ class Scene:
         if injection and injection.kind not in DIGITAL:
             rgb = heldout.degrade(np.ascontiguousarray(rgb), injection.kind, injection.level, self.rng)
         sigma = 1.0 + 1.2 * (gain - 1.0) + (2.0 if infrared else 0.0)
-        noisy = rgb.astype(np.float32) + self.rng.normal(0.0, sigma, rgb.shape).astype(np.float32)
-        rgb = np.clip(noisy, 0, 255).astype(np.uint8)
+        rgb = self._sensor_noise(rgb, sigma)
         if injection and injection.kind in DIGITAL:
             rgb = heldout.degrade(rgb, injection.kind, injection.level, self.rng)
         bgr = np.ascontiguousarray(rgb[..., ::-1])
         bgr = np.roll(bgr, tuple(self.rng.integers(-1, 2, size=2)), axis=(0, 1))     # shake
         return self._glitch(bgr)
+
+    def _sensor_noise(self, rgb: np.ndarray, sigma: float) -> np.ndarray:
+        """Gaussian noise of `sigma` gray levels: one of a bank of unit noise fields, rolled at random
+        (drawing 700,000 normals a frame would cost more than the model)."""
+        if self.noise is None:
+            self.noise = [self.rng.standard_normal(rgb.shape).astype(np.float32) for _ in range(8)]
+        field = np.roll(self.noise[self.rng.integers(len(self.noise))], int(self.rng.integers(0, rgb.shape[1])), axis=1)
+        return np.clip(rgb.astype(np.float32) + sigma * field, 0, 255).astype(np.uint8)
 
     def _glitch(self, bgr: np.ndarray) -> np.ndarray:
         if self.rng.random() >= 1 / 300:
@@ -126,16 +133,18 @@ class Scene:
         return bgr
 
 
+SRGB_LUT = np.array([round(255.0 * (12.92 * x if x <= 0.0031308 else 1.055 * x ** (1 / 2.4) - 0.055))
+                     for x in np.linspace(0.0, 1.0, 4096)], dtype=np.uint8)
+
+
 def _to_srgb8(linear: np.ndarray) -> np.ndarray:
-    x = np.clip(linear, 0.0, 1.0)
-    srgb = np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
-    return (srgb * 255.0 + 0.5).astype(np.uint8)
+    return SRGB_LUT[np.clip(linear * 4095.0 + 0.5, 0, 4095).astype(np.uint16)]
 
 
 def load_scene(path: Path, rng: np.random.Generator, mono: bool) -> Scene:
     bgr = cv2.resize(cv2.imread(str(path), cv2.IMREAD_COLOR), SIZE, interpolation=cv2.INTER_AREA)
     srgb = bgr[..., ::-1].astype(np.float32) / 255.0
-    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)[..., ::-1]
+    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)[..., ::-1].astype(np.float32)
     return Scene(path.stem, linear, float(rng.uniform(0, 24)), mono, rng, phase=float(rng.uniform(0, 6.3)))
 
 
