@@ -50,7 +50,7 @@ DAY = 86400.0
 SIZE = (640, 360)
 KINDS = ("gaussian_blur", "motion_blur", "jpeg", "downscale", "gaussian_noise", "underexposure")
 FLAGS = ("avx2", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
-THRESHOLDS = tuple(round(0.10 + 0.01 * i, 2) for i in range(61))
+THRESHOLDS = tuple(round(0.10 + 0.02 * i, 2) for i in range(31))
 OPTICAL = ("gaussian_blur", "motion_blur")          # before the sensor adds its noise
 DIGITAL = ("jpeg", "downscale")                      # after: the encoder sees the noisy frame
 

@@ -40,6 +40,7 @@ SIGNAL_RULES = (
     SignalRule("contrast", -1, 0.5),
     SignalRule("highlights", +1, 15.0),
     SignalRule("shadows", +1, 25.0),
+    SignalRule("blockiness", +1, 1.3),
 )
 
 

@@ -36,10 +36,18 @@ SIGNALS = {kind.name: kind for kind in (
     SignalKind("highlights", "clipped highlights", "points", "%"),   # share of pixels at 250 or more
     SignalKind("shadows", "clipped shadows", "points", "%"),         # share of pixels at 5 or less
     SignalKind("colour_cast", "colour cast", "points"),          # mean chroma offset from gray (Lab a*, b*)
+    SignalKind("blockiness", "compression blocks", "ratio"),     # edges on an 8-pixel grid over edges elsewhere
 )}
+BLOCK = 8                   # JPEG's and H.264's transform block
+BLOCK_WINDOW = 384          # blockiness is measured on this central square, at full size
 
 
 def small_gray(image: np.ndarray, side: int = SIGNAL_SIDE) -> np.ndarray:
+    """The frame, its long side about `side` pixels (still in colour: the gray is taken after).
+    A large frame is first decimated to twice that (an area resize of a full HD frame costs more
+    than everything else here), then area-resized."""
+    step = max(1, max(image.shape[:2]) // (2 * side))
+    image = image[::step, ::step]
     height, width = image.shape[:2]
     scale = side / max(height, width)
     if scale < 1:
@@ -63,8 +71,28 @@ def measure(image: np.ndarray) -> dict[str, float]:
         "highlights": float((gray >= 250).mean() * 100.0),
         "shadows": float((gray <= 5).mean() * 100.0),
         "colour_cast": cast,
+        "blockiness": blockiness(image),
         "colourfulness": colourfulness(small),
     }
+
+
+def blockiness(image: np.ndarray) -> float:
+    """How much stronger the gray steps are on one 8-pixel grid than between: about 1 for an
+    uncompressed picture, 1.5 and more once an encoder starves. Measured at full size (a resize
+    would blur the grid away) on a central window of the picture, for whichever grid phase is
+    strongest (the picture may be shifted)."""
+    height, width = image.shape[:2]
+    top, left = max(0, (height - BLOCK_WINDOW) // 2), max(0, (width - BLOCK_WINDOW) // 2)
+    window = image[top:top + BLOCK_WINDOW, left:left + BLOCK_WINDOW]
+    gray = cv2.cvtColor(window, cv2.COLOR_BGR2GRAY).astype(np.int16)
+    ratios = []
+    for steps in (np.abs(np.diff(gray, axis=1)).mean(axis=0), np.abs(np.diff(gray, axis=0)).mean(axis=1)):
+        usable = len(steps) // BLOCK * BLOCK
+        if usable < 4 * BLOCK:
+            return 1.0
+        phases = steps[:usable].reshape(-1, BLOCK).mean(axis=0)
+        ratios.append(float(phases.max() / max(float(np.median(phases)), 1e-6)))
+    return float(np.mean(ratios))
 
 
 def colourfulness(image: np.ndarray) -> float:
