@@ -32,7 +32,6 @@ from runtime.outputs.base import Outputs
 from runtime.outputs.log import EventLog
 
 WAKE_S = 0.1        # the loop looks at the readers' signals at least this often
-SAVE_S = 30.0       # the cameras' conditions and normals are saved this often (and at the end)
 
 
 @dataclass
@@ -46,6 +45,7 @@ class FleetOptions(ReaderOptions):
     metrics_port: int | None = None        # None: no endpoint; 0: any free port
     metrics_host: str = "0.0.0.0"
     baseline_file: str | None = None       # the cameras' conditions and normals, kept across restarts
+    save_every_s: float = 30.0             # ... saved this often (and at the end)
 
 
 class FleetRunner(LiveSession):
@@ -216,7 +216,7 @@ class FleetRunner(LiveSession):
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            if self.resets or time.monotonic() - saved >= SAVE_S:
+            if self.resets or time.monotonic() - saved >= self.options.save_every_s:
                 self._save()
                 saved = time.monotonic()
         self._publish_batch(self.batcher.finish(), summary)
