@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from conftest import activate_moae
 from gamma_edge.checkpoint import (check_state_fits, load_checkpoint, load_tensor_file, read_checkpoint_header,
                                    save_checkpoint)
-from gamma_edge.convert import convert_command, convert_official
+from gamma_edge.commands.convert import convert_command
+from gamma_edge.convert import convert_official
 from contract.errors import UserError
 from gamma_edge.model import Gamma, GammaConfig, MixtureOfAssessmentExperts
 
