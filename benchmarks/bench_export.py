@@ -65,7 +65,7 @@ def gemm_gflops(threads: int) -> float:
 def build_model(checkpoint: str | None):
     import torch
 
-    from gamma_edge.model import create_model
+    from gamma_edge.factory import create_model
 
     if checkpoint:
         return create_model(checkpoint=checkpoint)

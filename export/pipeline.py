@@ -77,7 +77,7 @@ def load_model(checkpoint_or_model):
         info = {"sha256": None, "name": None}
     else:
         from gamma_edge.checkpoint import file_sha256
-        from gamma_edge.model import create_model
+        from gamma_edge.factory import create_model
 
         path = Path(checkpoint_or_model) if checkpoint_or_model is not None else DEFAULT_CHECKPOINT
         if checkpoint_or_model is None and not path.is_file():

@@ -90,8 +90,9 @@ def infer_config(state: dict, prompts: str):
 
 def convert_official(path: str | Path, prompts: str = "sdp", config=None):
     """The Gamma stored in an official release file, as our model (eval mode)."""
-    from gamma_edge.checkpoint import check_state_fits, load_tensor_file
-    from gamma_edge.model import create_model
+    from gamma_edge.checkpoint import load_tensor_file
+    from gamma_edge.factory import create_model
+    from gamma_edge.state_dicts import check_state_fits
 
     data = load_tensor_file(path)
     params = data.get("params", data)

@@ -184,7 +184,7 @@ class Distributed:
 # ---------------------------------------------------------------- model, optimizer, schedule
 
 def build_model(s: dict, seed: int):
-    from gamma_edge.model import create_model
+    from gamma_edge.factory import create_model
 
     model = create_model(s["model"], prompts=s["prompts"], scene_files=s["scenes_files"],
                          init_backbone=s["init_backbone"], seed=seed)
