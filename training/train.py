@@ -375,8 +375,8 @@ class TrainingRun:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
 
     def order(self, epoch: int, start: int = 0):
-        """This process's sample order for `epoch`, from sample `start` (training.datasets.EpochOrder)."""
-        from training.datasets import EpochOrder
+        """This process's sample order for `epoch`, from sample `start` (training.loading.EpochOrder)."""
+        from training.loading import EpochOrder
 
         s, dist = self.s, self.dist
         return EpochOrder(len(self.samples), s["seed"], epoch, dist.rank, dist.world, start,
@@ -407,7 +407,7 @@ class TrainingRun:
 
     def start(self, resume: bool) -> bool:
         """Restore (if resuming), wrap for DDP, announce, evaluate before training. False: nothing to do."""
-        from training.datasets import TrainingImages
+        from training.loading import TrainingImages
 
         s, dist, model = self.s, self.dist, self.model
         if resume and not self._restore():
