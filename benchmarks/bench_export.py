@@ -33,6 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from contract.manifest import MANIFEST_NAME  # noqa: E402
+
 
 def graph_flops(config, class_token_only: bool = True) -> float:
     """Multiply-adds x 2 per 224 crop of the deployed vision graph (text tower is constant).
@@ -65,7 +67,7 @@ def gemm_gflops(threads: int) -> float:
 def build_model(checkpoint: str | None):
     import torch
 
-    from gamma_edge.model import create_model
+    from gamma_edge.factory import create_model
 
     if checkpoint:
         return create_model(checkpoint=checkpoint)
@@ -179,9 +181,9 @@ def export_runners(model, args, skip: set, cpu, work: Path, runners: dict, meta:
             continue
         t0 = time.perf_counter()
         out = work / name.replace(" ", "-").lower()
-        reused = args.reuse and (out / "manifest.json").is_file()
+        reused = args.reuse and (out / MANIFEST_NAME).is_file()
         if reused:
-            manifest = json.loads((out / "manifest.json").read_text())
+            manifest = json.loads((out / MANIFEST_NAME).read_text())
         else:
             manifest = export_model(model, out, scene="natural", overwrite=True, force=True, progress=False,
                                     calib_count=args.calib_count, **kw).manifest

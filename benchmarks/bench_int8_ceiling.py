@@ -74,6 +74,12 @@ class ProfiledGraph:
 
 
 def main() -> None:
+    args = parse_args()
+    rows, eager_s, gemm = measure(args)
+    report(args, rows, eager_s, gemm)
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fp32-graph", required=True, help="an exported ORT FP32 .onnx (bench_export.py's ort-fp32/model.onnx)")
     parser.add_argument("--int8-graph", required=True,
@@ -86,7 +92,12 @@ def main() -> None:
     for path in (args.fp32_graph, args.int8_graph):
         if not Path(path).is_file():
             sys.exit(f"no such graph: {path} (run benchmarks/bench_export.py --work WORK first)")
+    return args
 
+
+def measure(args) -> tuple[dict, list[float], list[float]]:
+    """Interleaved rounds of the GEMM probe, PyTorch eager and each graph: ({graph: [(wall, products,
+    everything else) per round]}, eager seconds per round, GEMM GFLOP/s per round)."""
     import onnx
     import torch
 
@@ -111,7 +122,6 @@ def main() -> None:
             model.head(model.image_features(images), text, model.clip.logit_scale)
             return time.perf_counter() - start
 
-    b = args.batch
     eager_s, gemm = [], []
     for r in range(args.rounds):
         gemm.append(gemm_gflops(args.threads))
@@ -120,6 +130,11 @@ def main() -> None:
             graph.run(crops)
         print(f"round {r + 1}/{args.rounds}, GEMM probe {gemm[-1]:.0f} GFLOP/s", flush=True)
     rows = {name: [(wall, *kernel) for wall, kernel in zip(g.walls, g.split())] for name, g in graphs.items()}
+    return rows, eager_s, gemm
+
+
+def report(args, rows: dict, eager_s: list[float], gemm: list[float]) -> None:
+    b = args.batch
 
     def med(values) -> float:
         return float(np.median(values)) * 1000 / b             # ms per crop
@@ -136,7 +151,7 @@ def main() -> None:
     print("| | wall ms | x eager | kernel ms: products INT8 quantizes | kernel ms: everything else |")
     print("|---|---:|---:|---:|---:|")
     print(f"| PyTorch eager FP32 | {eager_ms:.0f} | 1.00 | - | - |")
-    for n in graphs:
+    for n in rows:
         print(f"| {n} graph | {wall[n]:.0f} | {eager_ms / wall[n]:.2f} | {prod[n]:.0f} | {rest[n]:.0f} |")
     print(f"\nINT8 runs the quantized products s = {s:.2f}x faster than FP32 (kernel time, same products).")
     print(f"3x eager = {target:.0f} ms per crop. The INT8 graph's products alone take {prod['ORT INT8']:.0f} ms "

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime import Scorer  # noqa: E402
 from runtime.commands.benchmark import gemm_probe  # noqa: E402
+from contract.manifest import FORMAT, FORMAT_VERSION, MANIFEST_NAME  # noqa: E402
 from contract.video import open_video_writer  # noqa: E402
 from runtime.live.runner import RunOptions, StreamRunner  # noqa: E402
 from runtime.live.source import parse_source  # noqa: E402
@@ -87,7 +88,7 @@ def fake_model(folder: Path, blocks: int = 3) -> tuple[Path, float]:
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(model, folder / "model.onnx")
     manifest = {
-        "format": "gamma-edge.manifest", "format_version": 1,
+        "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": {"kind": "onnx", "file": "model.onnx", "precision": "fp32"},
         "input": {"name": "crops", "layout": "NHWC", "dtype": "uint8", "channel_order": "BGR",
                   "height": 224, "width": 224, "batch": "dynamic"},
@@ -96,7 +97,7 @@ def fake_model(folder: Path, blocks: int = 3) -> tuple[Path, float]:
         "preprocess": {"resize": {"max_long_side": 512, "min_short_side": 224}, "crop_size": 224,
                        "default_crops": "five"},
     }
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
     gflop = 2 * 196 * 768 * 768 + blocks * 2 * (2 * 196 * 768 * 3072)
     return folder, gflop / 1e9
 
@@ -176,6 +177,20 @@ class MemoryProbe:
 
 
 def main() -> None:
+    args = parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-runtime-"))
+    gemm_start = gemm_gflops()
+    model, paths = model_and_photos(args, work, gemm_start)
+    scorers, results = measure_score(args, model, paths)
+    memory, summary = measure_run(args, model, work)
+    gemm_end = gemm_gflops()
+    first = next(iter(scorers.values()))
+    report_score(args, paths, first, scorers, results)
+    report_run(args, summary, memory)
+    print(f"GEMM probe: {gemm_start:.0f} GFLOP/s at start, {gemm_end:.0f} GFLOP/s at end")
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="exported model folder (default: a fake ViT-cost model)")
     parser.add_argument("--photos", type=Path, help="folder of photos (default: scikit-image's bundled photos)")
@@ -186,10 +201,11 @@ def main() -> None:
     parser.add_argument("--video-frames", type=int, default=5000)
     parser.add_argument("--video-every", type=int, default=10, help="score every N-th video frame")
     parser.add_argument("--video-crops", default="center")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="bench-runtime-"))
-    gemm_start = gemm_gflops()
+
+def model_and_photos(args, work: Path, gemm_start: float) -> tuple[Path, list[Path]]:
+    """The model (the one given, or a fake one) and the photos to score, announced."""
     if args.model:
         model, note = args.model, f"model {args.model}"
     else:
@@ -203,7 +219,11 @@ def main() -> None:
     paths = paths[::max(1, len(paths) // args.max_photos)][:args.max_photos]
     print(f"# {note}", flush=True)
     print(f"# {len(paths)} photos; GEMM probe (4096^2 fp32 matmul) at start: {gemm_start:.0f} GFLOP/s", flush=True)
+    return model, paths
 
+
+def measure_score(args, model: Path, paths: list[Path]) -> tuple[dict, dict[str, list[float]]]:
+    """Each backend, backend-only and end to end, in interleaved rounds: (scorers, images/s per round)."""
     scorers = {name: Scorer(model, backend=name, crops=args.crops) for name in args.backends.split(",")}
     first = next(iter(scorers.values()))
     crops = [first.crops_of(p) for p in paths]
@@ -216,7 +236,11 @@ def main() -> None:
             results.setdefault(f"{name} backend-only", []).append(backend_only(scorer, crops))
             results.setdefault(f"{name} end-to-end", []).append(end_to_end(scorer, paths))
         print(f"# round {round_ + 1}/{args.rounds} done", flush=True)
+    return scorers, results
 
+
+def measure_run(args, model: Path, work: Path) -> tuple[dict, dict]:
+    """`run` on a synthetic 30 fps video, sampling resident memory: ({rss_start, rss_end, samples}, summary)."""
     video = write_video(work / "video.mp4", args.video_frames)
     runner_scorer = Scorer(model, crops=args.video_crops)
     probe = MemoryProbe(every=max(1, args.video_frames // 5))
@@ -224,8 +248,10 @@ def main() -> None:
     summary = StreamRunner(runner_scorer, parse_source(str(video)),
                            RunOptions(every=args.video_every, jsonl=probe), log=lambda line: None).run().as_dict()
     rss_end = rss_mib()
-    gemm_end = gemm_gflops()
+    return {"rss_start": rss_start, "rss_end": rss_end, "samples": probe.samples}, summary
 
+
+def report_score(args, paths: list[Path], first, scorers: dict, results: dict[str, list[float]]) -> None:
     print()
     print(f"score on {len(paths)} photos, crops {first.crops}, batch {first.batch} crops "
           f"(median of {args.rounds} interleaved rounds)")
@@ -235,6 +261,9 @@ def main() -> None:
     for name in scorers:
         ratio = statistics.median(results[f"{name} end-to-end"]) / statistics.median(results[f"{name} backend-only"])
         print(f"{name}: end-to-end = {ratio:.1%} of backend-only (target >= 90%)")
+
+
+def report_run(args, summary: dict, memory: dict) -> None:
     print()
     print(f"run on a 30 fps 640x480 video, {summary['frames_read']} frames, every {args.video_every}th scored, "
           f"crops {args.video_crops} (onnxruntime)")
@@ -242,13 +271,12 @@ def main() -> None:
     print(f"{'frames read/s':<34}{summary['frames_read'] / summary['elapsed_s']:>10.1f}")
     print(f"{'capture-to-score latency p50 ms':<34}{summary['latency_ms_p50']:>10.1f}")
     print(f"{'capture-to-score latency p95 ms':<34}{summary['latency_ms_p95']:>10.1f}")
-    print(f"{'RSS at start MiB':<34}{rss_start:>10.1f}")
-    for frame, rss in probe.samples:
+    print(f"{'RSS at start MiB':<34}{memory['rss_start']:>10.1f}")
+    for frame, rss in memory["samples"]:
         print(f"{'RSS at frame ' + str(frame) + ' MiB':<34}{rss:>10.1f}")
-    print(f"{'RSS after ' + str(summary['frames_read']) + ' frames MiB':<34}{rss_end:>10.1f}")
-    if len(probe.samples) >= 2:
-        print(f"{'RSS growth after warm-up MiB':<34}{rss_end - probe.samples[0][1]:>10.1f}")
-    print(f"GEMM probe: {gemm_start:.0f} GFLOP/s at start, {gemm_end:.0f} GFLOP/s at end")
+    print(f"{'RSS after ' + str(summary['frames_read']) + ' frames MiB':<34}{memory['rss_end']:>10.1f}")
+    if len(memory["samples"]) >= 2:
+        print(f"{'RSS growth after warm-up MiB':<34}{memory['rss_end'] - memory['samples'][0][1]:>10.1f}")
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
 
-    from gamma_edge.model import create_model
+    from gamma_edge.factory import create_model
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

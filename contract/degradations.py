@@ -116,62 +116,97 @@ def distort(image: np.ndarray, kind: str, level: float, levels: int = 5, seed: i
     """An RGB uint8 image distorted by `kind` at `level` (1 = weakest, `levels` = strongest);
     `nuisance` (from `draw`) varies how, not how much."""
     p = parameter(kind, level, levels)
-    x = image.astype(np.float32)
-    nuisance = nuisance or {}
-    if kind == "gaussian_blur":
-        return cv2.GaussianBlur(image, (0, 0), sigmaX=p, borderType=cv2.BORDER_REFLECT)
-    if kind == "motion_blur":
-        return cv2.filter2D(image, -1, _line_kernel(p, nuisance.get("angle", 0.0)), borderType=cv2.BORDER_REFLECT)
-    if kind == "gaussian_noise":
-        rng = np.random.default_rng(seed)
-        shape = image.shape[:2] + (1,) if nuisance.get("luma_only") else image.shape
-        return _to_uint8(x + rng.normal(0.0, p, shape).astype(np.float32))
-    if kind == "shot_noise":
-        photons = np.random.default_rng(seed).poisson(x / 255.0 * p)
-        return _to_uint8(photons.astype(np.float32) * (255.0 / p))
-    if kind == "chroma_noise":
-        rng = np.random.default_rng(seed)
-        grain = nuisance.get("grain", 1.5)
-        noise = cv2.GaussianBlur(rng.normal(0.0, 1.0, image.shape[:2] + (2,)).astype(np.float32), (0, 0), grain)
-        noise *= p / max(float(noise.std()), 1e-6)
-        ycc = cv2.cvtColor(x, cv2.COLOR_RGB2YCrCb)
-        ycc[..., 1:] += noise
-        return _to_uint8(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB))
-    if kind in ("underexposure", "overexposure"):
-        return _expose(x, -p if kind == "underexposure" else p, nuisance.get("method", "exposure"))
-    if kind == "downscale":
-        h, w = image.shape[:2]
-        small = cv2.resize(image, (max(1, round(w / p)), max(1, round(h / p))), interpolation=cv2.INTER_AREA)
-        up = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
-        return cv2.resize(small, (w, h), interpolation=up[nuisance.get("up", "cubic")])
     if kind == "combined":
-        parts = nuisance.get("parts") or [("gaussian_blur", {}), ("gaussian_noise", {}), ("jpeg", {})]
-        out = image
-        for i, (part, part_nuisance) in enumerate(parts):
-            out = distort(out, part, 0.8 * level, levels, seed + 7919 * (i + 1), part_nuisance)
-        return out
-    if kind == "jpeg":
-        ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]),
-                                [cv2.IMWRITE_JPEG_QUALITY, int(round(p))])
-        if not ok:
-            raise RuntimeError("OpenCV could not JPEG-encode an image")
-        return np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1])
-    if kind == "contrast":
-        pivot = nuisance.get("pivot")
-        pivot = x.mean() if pivot is None else pivot
-        return _to_uint8(pivot + p * (x - pivot))
-    if kind == "saturation":
-        grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
-        return _to_uint8(grey[..., None] + p * (x - grey[..., None]))
-    if kind == "darken":
-        return _to_uint8(x * p)
-    if kind == "brighten":
-        return _to_uint8(x + p * (255.0 - x))
-    if kind == "pixelate":
-        h, w = image.shape[:2]
-        small = cv2.resize(image, (max(1, round(w / p)), max(1, round(h / p))), interpolation=cv2.INTER_AREA)
-        return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
-    raise ValueError(f"unknown distortion {kind}")
+        return _combined(image, level, levels, seed, nuisance or {})
+    return _APPLY[kind](image, p, seed, nuisance or {})
+
+
+def _combined(image: np.ndarray, level: float, levels: int, seed: int, nuisance: dict) -> np.ndarray:
+    """Each part at 0.8 x the level, in the order drawn, each with a seed of its own."""
+    parts = nuisance.get("parts") or [("gaussian_blur", {}), ("gaussian_noise", {}), ("jpeg", {})]
+    out = image
+    for i, (part, part_nuisance) in enumerate(parts):
+        out = distort(out, part, 0.8 * level, levels, seed + 7919 * (i + 1), part_nuisance)
+    return out
+
+
+def _gaussian_noise(image: np.ndarray, p: float, seed: int, nuisance: dict) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    shape = image.shape[:2] + (1,) if nuisance.get("luma_only") else image.shape
+    return _to_uint8(image.astype(np.float32) + rng.normal(0.0, p, shape).astype(np.float32))
+
+
+def _shot_noise(image: np.ndarray, p: float, seed: int, nuisance: dict) -> np.ndarray:
+    photons = np.random.default_rng(seed).poisson(image.astype(np.float32) / 255.0 * p)
+    return _to_uint8(photons.astype(np.float32) * (255.0 / p))
+
+
+def _chroma_noise(image: np.ndarray, p: float, seed: int, nuisance: dict) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    grain = nuisance.get("grain", 1.5)
+    noise = cv2.GaussianBlur(rng.normal(0.0, 1.0, image.shape[:2] + (2,)).astype(np.float32), (0, 0), grain)
+    noise *= p / max(float(noise.std()), 1e-6)
+    ycc = cv2.cvtColor(image.astype(np.float32), cv2.COLOR_RGB2YCrCb)
+    ycc[..., 1:] += noise
+    return _to_uint8(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB))
+
+
+def _rescaled(image: np.ndarray, p: float, interpolation: int) -> np.ndarray:
+    """Shrunk by `p` (area filter), then back to its own size with `interpolation`."""
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (max(1, round(w / p)), max(1, round(h / p))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=interpolation)
+
+
+_UPSCALING = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
+
+
+def _jpeg(image: np.ndarray, p: float, seed: int, nuisance: dict) -> np.ndarray:
+    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(round(p))])
+    if not ok:
+        raise RuntimeError("OpenCV could not JPEG-encode an image")
+    return np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1])
+
+
+def _contrast(image: np.ndarray, p: float, seed: int, nuisance: dict) -> np.ndarray:
+    x = image.astype(np.float32)
+    pivot = nuisance.get("pivot")
+    pivot = x.mean() if pivot is None else pivot
+    return _to_uint8(pivot + p * (x - pivot))
+
+
+def _saturation(image: np.ndarray, p: float, seed: int, nuisance: dict) -> np.ndarray:
+    x = image.astype(np.float32)
+    grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    return _to_uint8(grey[..., None] + p * (x - grey[..., None]))
+
+
+def _brighten(image: np.ndarray, p: float, seed: int, nuisance: dict) -> np.ndarray:
+    x = image.astype(np.float32)
+    return _to_uint8(x + p * (255.0 - x))
+
+
+# How each kind (but "combined", made of the others) is applied: (image, parameter, seed, nuisance) -> image.
+_APPLY = {
+    "gaussian_blur": lambda image, p, seed, nuisance: cv2.GaussianBlur(image, (0, 0), sigmaX=p,
+                                                                       borderType=cv2.BORDER_REFLECT),
+    "motion_blur": lambda image, p, seed, nuisance: cv2.filter2D(
+        image, -1, _line_kernel(p, nuisance.get("angle", 0.0)), borderType=cv2.BORDER_REFLECT),
+    "gaussian_noise": _gaussian_noise,
+    "shot_noise": _shot_noise,
+    "chroma_noise": _chroma_noise,
+    "underexposure": lambda image, p, seed, nuisance: _expose(image.astype(np.float32), -p,
+                                                              nuisance.get("method", "exposure")),
+    "overexposure": lambda image, p, seed, nuisance: _expose(image.astype(np.float32), p,
+                                                             nuisance.get("method", "exposure")),
+    "downscale": lambda image, p, seed, nuisance: _rescaled(image, p, _UPSCALING[nuisance.get("up", "cubic")]),
+    "jpeg": _jpeg,
+    "contrast": _contrast,
+    "saturation": _saturation,
+    "darken": lambda image, p, seed, nuisance: _to_uint8(image.astype(np.float32) * p),
+    "brighten": _brighten,
+    "pixelate": lambda image, p, seed, nuisance: _rescaled(image, p, cv2.INTER_NEAREST),
+}
 
 
 def _line_kernel(length: float, angle: float) -> np.ndarray:

@@ -104,49 +104,13 @@ def _read_json(path: Path) -> dict:
 
 
 def _parse(doc: dict, folder: Path, where: str) -> Manifest:
-    found = (doc.get("format"), doc.get("format_version"))
-    if found != (FORMAT, FORMAT_VERSION):
-        raise UserError(
-            f"{where} is format {found[0]!r} version {found[1]!r}, but this runtime understands only "
-            f"{FORMAT!r} version {FORMAT_VERSION}; upgrade gamma-edge or export with a matching version")
-
-    def need(section: str, key: str | None = None):
-        value = doc.get(section)
-        if key is not None:
-            value = value.get(key) if isinstance(value, dict) else None
-        if value is None:
-            name = section if key is None else f"{section}.{key}"
-            raise UserError(f"{where} lacks '{name}'; export the model again")
-        return value
-
-    kind = need("model", "kind")
-    if kind not in MODEL_KINDS:
-        raise UserError(
-            f"{where} names model kind {kind!r}; this runtime runs only {', '.join(MODEL_KINDS)}")
-    model_file = folder / need("model", "file")
-    if not model_file.is_file():
-        raise UserError(
-            f"the model file '{model_file}' named in {where} is missing; copy the whole exported folder")
-
-    layout = (need("input", "layout"), need("input", "dtype"), need("input", "channel_order"))
-    if layout != ("NHWC", "uint8", "BGR"):
-        raise UserError(
-            f"{where} asks for {'/'.join(map(str, layout))} input, but this runtime feeds only "
-            f"NHWC/uint8/BGR crops; export with the default input contract")
-    height, width = need("input", "height"), need("input", "width")
-    preprocess = need("preprocess")
-    crop_size = int(preprocess.get("crop_size", height))
-    if not (height == width == crop_size):
-        raise UserError(
-            f"{where} has input {height}x{width} but crop_size {crop_size}; export the model again")
-    batch = doc["input"].get("batch", "dynamic")
-    if batch != "dynamic" and not (isinstance(batch, int) and batch > 0):
-        raise UserError(f"{where} has input batch {batch!r}; expected 'dynamic' or a positive integer")
-
-    scenes = need("scenes")
-    if not isinstance(scenes, list) or not scenes or not all(
-            isinstance(s, dict) and isinstance(s.get("name"), str) for s in scenes):
-        raise UserError(f"{where} lists no scenes (each needs a 'name'); export the model again")
+    """The checked Manifest of a manifest document; `where` names it in the one-sentence errors,
+    which come in the order the checks run: format, model, input, scenes, preprocessing."""
+    _check_format(doc, where)
+    kind, model_file = _model_file(doc, folder, where)
+    crop_size, batch = _input_shape(doc, where)
+    scenes = _scene_names(doc, where)
+    preprocess = _need(doc, where, "preprocess")
     resize = preprocess.get("resize") or {}
     default_crops = preprocess.get("default_crops", "center")
     if default_crops not in CROP_PROTOCOLS:
@@ -157,17 +121,76 @@ def _parse(doc: dict, folder: Path, where: str) -> Manifest:
         model_kind=kind,
         model_file=model_file,
         precision=str(doc["model"].get("precision", "fp32")),
-        input_name=str(need("input", "name")),
-        output_name=str(need("output", "name")),
+        input_name=str(_need(doc, where, "input", "name")),
+        output_name=str(_need(doc, where, "output", "name")),
         crop_size=crop_size,
         batch=None if batch == "dynamic" else batch,
-        scenes=tuple(s["name"] for s in scenes),
+        scenes=scenes,
         levels=tuple(doc.get("levels") or ()),
         max_long_side=resize.get("max_long_side"),
         min_short_side=resize.get("min_short_side"),
         default_crops=default_crops,
         raw=doc,
     )
+
+
+def _need(doc: dict, where: str, section: str, key: str | None = None):
+    """doc[section] (or doc[section][key]), or one sentence naming what the manifest lacks."""
+    value = doc.get(section)
+    if key is not None:
+        value = value.get(key) if isinstance(value, dict) else None
+    if value is None:
+        name = section if key is None else f"{section}.{key}"
+        raise UserError(f"{where} lacks '{name}'; export the model again")
+    return value
+
+
+def _check_format(doc: dict, where: str) -> None:
+    found = (doc.get("format"), doc.get("format_version"))
+    if found != (FORMAT, FORMAT_VERSION):
+        raise UserError(
+            f"{where} is format {found[0]!r} version {found[1]!r}, but this runtime understands only "
+            f"{FORMAT!r} version {FORMAT_VERSION}; upgrade gamma-edge or export with a matching version")
+
+
+def _model_file(doc: dict, folder: Path, where: str) -> tuple[str, Path]:
+    """The model's kind and its graph file, which must be beside the manifest."""
+    kind = _need(doc, where, "model", "kind")
+    if kind not in MODEL_KINDS:
+        raise UserError(
+            f"{where} names model kind {kind!r}; this runtime runs only {', '.join(MODEL_KINDS)}")
+    model_file = folder / _need(doc, where, "model", "file")
+    if not model_file.is_file():
+        raise UserError(
+            f"the model file '{model_file}' named in {where} is missing; copy the whole exported folder")
+    return kind, model_file
+
+
+def _input_shape(doc: dict, where: str) -> tuple[int, int | str]:
+    """(crop size, batch) of the graph's input, whose layout must be the one the runtime feeds."""
+    layout = (_need(doc, where, "input", "layout"), _need(doc, where, "input", "dtype"),
+              _need(doc, where, "input", "channel_order"))
+    if layout != ("NHWC", "uint8", "BGR"):
+        raise UserError(
+            f"{where} asks for {'/'.join(map(str, layout))} input, but this runtime feeds only "
+            f"NHWC/uint8/BGR crops; export with the default input contract")
+    height, width = _need(doc, where, "input", "height"), _need(doc, where, "input", "width")
+    crop_size = int(_need(doc, where, "preprocess").get("crop_size", height))
+    if not (height == width == crop_size):
+        raise UserError(
+            f"{where} has input {height}x{width} but crop_size {crop_size}; export the model again")
+    batch = doc["input"].get("batch", "dynamic")
+    if batch != "dynamic" and not (isinstance(batch, int) and batch > 0):
+        raise UserError(f"{where} has input batch {batch!r}; expected 'dynamic' or a positive integer")
+    return crop_size, batch
+
+
+def _scene_names(doc: dict, where: str) -> tuple[str, ...]:
+    scenes = _need(doc, where, "scenes")
+    if not isinstance(scenes, list) or not scenes or not all(
+            isinstance(s, dict) and isinstance(s.get("name"), str) for s in scenes):
+        raise UserError(f"{where} lists no scenes (each needs a 'name'); export the model again")
+    return tuple(s["name"] for s in scenes)
 
 
 def onnx_metadata(path: Path) -> dict[str, str]:

@@ -1,5 +1,7 @@
 """The manifest (docs/manifest.md, format version 1): written beside every exported graph and
 embedded in it (ONNX metadata_props / OpenVINO rt_info), so a lone file still says what it is.
+Its format, version, file name and embedding keys are the contract's (contract/manifest.py),
+which the runtime reads by.
 
 The embedded copy has no "model.sha256": a file cannot hold its own hash. The
 manifest.json beside it has it.
@@ -11,13 +13,8 @@ import json
 from pathlib import Path
 
 from contract.atomic import write_atomically, write_bytes_atomically
+from contract.manifest import FORMAT, FORMAT_VERSION, MANIFEST_NAME, ONNX_METADATA_KEY
 from contract.preprocess import preprocess_block
-
-FORMAT = "gamma-edge.manifest"
-FORMAT_VERSION = 1
-ONNX_METADATA_KEY = "gamma_edge.manifest"
-OPENVINO_RT_INFO_KEY = "gamma_edge_manifest"
-MANIFEST_FILE = "manifest.json"
 
 
 def build_manifest(*, kind: str, file: str, precision: str, scenes: list[dict], levels: list[float],
@@ -100,6 +97,6 @@ def read_onnx_manifest(path: str | Path) -> dict | None:
 
 def write_manifest(folder: Path, manifest: dict) -> Path:
     """manifest.json, through a temporary name and an atomic rename: the folder's completion mark."""
-    path = folder / MANIFEST_FILE
+    path = folder / MANIFEST_NAME
     write_bytes_atomically(path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
     return path

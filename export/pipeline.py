@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from contract.errors import UserError
+from contract.manifest import MANIFEST_NAME, OPENVINO_RT_INFO_KEY
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx", "openvino")
@@ -77,7 +78,7 @@ def load_model(checkpoint_or_model):
         info = {"sha256": None, "name": None}
     else:
         from gamma_edge.checkpoint import file_sha256
-        from gamma_edge.model import create_model
+        from gamma_edge.factory import create_model
 
         path = Path(checkpoint_or_model) if checkpoint_or_model is not None else DEFAULT_CHECKPOINT
         if checkpoint_or_model is None and not path.is_file():
@@ -421,7 +422,7 @@ def _write_manifest(job: Job, fmt: str, written: Written, manifest: dict) -> Non
     from export import manifest as mf
     from gamma_edge.checkpoint import file_sha256
 
-    job.show.step("embedding the manifest and writing manifest.json")
+    job.show.step(f"embedding the manifest and writing {MANIFEST_NAME}")
     graph_file = job.folder / written.model_file
     if fmt == "onnx":
         mf.embed_in_onnx(graph_file, manifest)
@@ -453,7 +454,6 @@ def _save_ov(ov_model, target: Path, manifest_json, precision, rewrite: bool = F
     import openvino as ov
 
     if manifest_json is not None:
-        from export.manifest import OPENVINO_RT_INFO_KEY
         ov_model.set_rt_info(manifest_json, OPENVINO_RT_INFO_KEY)
     if not rewrite:
         ov.save_model(ov_model, str(target), compress_to_fp16=(precision == "fp16"))

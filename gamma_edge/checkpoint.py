@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 
 from contract.errors import UserError
+from gamma_edge.model import Gamma, GammaConfig
 from gamma_edge.scenes import Scene, parse_scenes
+from gamma_edge.state_dicts import check_state_fits
 
 FORMAT = "gamma-edge.checkpoint"
 FORMAT_VERSION = "1"
-# Entries of OpenAI's TorchScript CLIP archives that are not parameters.
-NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
 def save_checkpoint(model, path: str | Path, extra: dict | None = None) -> Path:
@@ -47,8 +47,6 @@ def read_checkpoint_header(path: str | Path) -> dict:
     """Config, scenes and extra metadata of a gamma-edge checkpoint, without reading tensors."""
     from safetensors import safe_open
 
-    from gamma_edge.model import GammaConfig
-
     path = _existing_file(path, "checkpoint")
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -72,8 +70,6 @@ def load_checkpoint(path: str | Path, scenes: list[Scene] | None = None, device:
     """Rebuild the Gamma stored at `path`; `scenes` overrides the stored scene set."""
     from safetensors.torch import load_file
 
-    from gamma_edge.model import Gamma
-
     header = read_checkpoint_header(path)
     model = Gamma(header["config"], scenes=scenes or header["scenes"])
     state = load_file(str(path), device="cpu")
@@ -81,22 +77,6 @@ def load_checkpoint(path: str | Path, scenes: list[Scene] | None = None, device:
     model.load_state_dict(state)
     model.set_trainable()
     return model.to(device).eval()
-
-
-def check_state_fits(module: torch.nn.Module, state: dict, source: str) -> None:
-    """One sentence naming missing, unexpected and misshapen keys, if any."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    misshapen = [f"{k} (file {tuple(state[k].shape)}, model {tuple(expected[k].shape)})"
-                 for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    problems = []
-    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("misshapen keys", misshapen)):
-        if keys:
-            more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
-            problems.append(f"{label} {', '.join(keys[:4])}{more}")
-    if problems:
-        raise UserError(f"{source} does not fit this model: {'; '.join(problems)}")
 
 
 def load_tensor_file(path: str | Path) -> dict:
@@ -127,25 +107,6 @@ def load_tensor_file(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise UserError(f"{path} holds a {type(data).__name__}, not a dict of tensors")
     return data
-
-
-def load_backbone_state(clip: torch.nn.Module, state: dict, source: str = "the backbone checkpoint") -> None:
-    """Initialise an open_clip CLIP from an OpenAI-format state dict (OpenAI CLIP, UniQA)."""
-    state = unwrap_state_dict(state)
-    state = {k: v for k, v in state.items() if k not in NON_PARAMETER_KEYS}
-    check_state_fits(clip, state, source)
-    clip.load_state_dict({k: v.float() for k, v in state.items()})
-
-
-def unwrap_state_dict(state: dict) -> dict:
-    """Strip the wrappers training scripts add: {'state_dict': ...}, 'module.', 'clip_model.'."""
-    for key in ("state_dict", "model", "params"):
-        if key in state and isinstance(state[key], dict):
-            state = state[key]
-    for prefix in ("module.", "clip_model.", "model."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
 
 
 def file_sha256(path: str | Path) -> str:

@@ -21,13 +21,13 @@ COMMANDS = {
             "Score a camera, video file or network stream live (torch-free)."),
     "export": ("export.cli:export_command",
                "Export a checkpoint to per-scene ONNX / OpenVINO graphs (FP32, FP16, INT8)."),
-    "convert": ("gamma_edge.convert:convert_command",
+    "convert": ("gamma_edge.commands.convert:convert_command",
                 "Import the official Gamma weights (.pth) into a gamma-edge checkpoint."),
     "benchmark": ("runtime.commands.benchmark:benchmark_command",
                   "Measure size, load time, latency and fidelity of each backend and precision."),
     "info": ("runtime.commands.info:info_command",
              "Show the CPU, engines and native precisions here, and the INT8 path to export for it."),
-    "scenes": ("gamma_edge.scenes:scenes_command",
+    "scenes": ("gamma_edge.commands.scenes:scenes_command",
                "List the scenes (SDP prompt sets) a model can score."),
 }
 OWN_PACKAGES = {"gamma_edge", "export", "runtime", "training"}

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from contract.errors import UserError
-from gamma_edge.scenes import Scene, default_scenes
+from gamma_edge.scenes import Scene, default_scenes, plain_prompts
+from gamma_edge.state_dicts import load_backbone_state
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 
@@ -149,7 +150,6 @@ class Gamma(nn.Module):
         self.config = config
         self.clip = open_clip.CLIP(**config.backbone)
         if backbone_state is not None:
-            from gamma_edge.checkpoint import load_backbone_state
             load_backbone_state(self.clip, backbone_state)
         self.clip.requires_grad_(False)
         self._install_moae(self.clip.visual.transformer, int(config.backbone["vision_cfg"]["width"]))
@@ -185,7 +185,6 @@ class Gamma(nn.Module):
             known = ", ".join(self.scenes)
             raise UserError(f"unknown scene '{scene}'; this model knows: {known}")
         if self.config.prompts == "plain":
-            from gamma_edge.scenes import plain_prompts
             return plain_prompts()
         return list(self.scenes[scene].prompts)
 
@@ -223,34 +222,3 @@ class Gamma(nn.Module):
 def _is_trainable(name: str) -> bool:
     return (".adaptive_experts." in name or ".gate." in name or name.endswith(".scale")
             or name.startswith("head."))
-
-
-def create_model(config: "str | GammaConfig" = "gamma-vit-b-16", *, checkpoint: str | Path | None = None,
-                 prompts: str | None = None, scenes: Sequence[Scene] | None = None,
-                 scene_files: Sequence[str | Path] = (), init_backbone: str | Path | None = None,
-                 seed: int | None = None) -> Gamma:
-    """The one way a Gamma is made (training, conversion, export, benchmarks), as open_clip's
-    create_model is: from a stored checkpoint, or from a named config / GammaConfig with its
-    scenes (the shipped ones plus `scene_files`), an OpenAI-format backbone to start from, and
-    a seed for the random initialisation."""
-    if checkpoint is not None:
-        from gamma_edge.checkpoint import load_checkpoint
-
-        return load_checkpoint(checkpoint, scenes=list(scenes) if scenes else None)
-    config = GammaConfig.from_name(config) if isinstance(config, str) else copy.deepcopy(config)
-    if prompts is not None:
-        config.prompts = prompts
-    if scenes is None:
-        from gamma_edge.scenes import load_scene_file, merge_scenes
-
-        scenes = default_scenes()
-        for path in scene_files:
-            scenes = merge_scenes(scenes, load_scene_file(path))
-    backbone_state = None
-    if init_backbone:
-        from gamma_edge.checkpoint import load_tensor_file
-
-        backbone_state = load_tensor_file(init_backbone)
-    if seed is not None:
-        torch.manual_seed(seed)          # the random initialisation is part of a run's identity
-    return Gamma(config, scenes=scenes, backbone_state=backbone_state)

@@ -28,6 +28,7 @@ from gamma_edge.model import GammaConfig  # noqa: E402
 from runtime import Scorer  # noqa: E402
 from runtime.commands.benchmark import SAMPLES_DIR  # noqa: E402
 from contract.correlation import srcc  # noqa: E402
+from contract.manifest import MANIFEST_NAME  # noqa: E402
 from runtime.inference.scorer import DEMO_MODEL  # noqa: E402
 from training.synth import load_photo, scene_source  # noqa: E402
 
@@ -36,7 +37,21 @@ SAMPLE_KINDS = 5          # kinds in runtime/samples (the first ones, in RECIPE 
 
 
 def main(work: Path, test_photos: list[str], short_side: int) -> None:
-    data = work / "data"
+    synthetic = read_synthetic_set(work / "data", test_photos)
+    ship_files(work, test_photos, short_side)
+    # figures: the same code path as `gamma-edge demo`
+    card = {"name": "gamma-edge demo model", "held_out_photos": list(test_photos), "kinds": synthetic["kinds"],
+            "levels": synthetic["levels"], "draws": heldout.DRAWS}
+    held_out = score_held_out(card)
+    card.update(card_entries(work, card, synthetic, held_out))
+    CARD.write_text(json.dumps(card, indent=2) + "\n")
+    write_card_markdown(card)
+    print(json.dumps(card["metrics"], indent=2))
+
+
+def read_synthetic_set(data: Path, test_photos: list[str]) -> dict:
+    """What the synthetic set holds: its training scenes (photos, views, dead leaves), validation
+    photos, kinds (in RECIPE order) and levels; exits if a test photo is among them."""
     rows = list(csv.DictReader(open(data / "meta_info.csv")))
     scenes = sorted({r["photo"] for r in rows if r["split"] == "train"})
     leaves = [scene for scene in scenes if scene_source(scene) is None]
@@ -46,10 +61,13 @@ def main(work: Path, test_photos: list[str], short_side: int) -> None:
     if seen & set(test_photos):
         sys.exit(f"test photos {sorted(seen & set(test_photos))} are in the training data; choose others")
     trained = {r["distortion"] for r in rows}
-    kinds = [k for k in dict.fromkeys([*RECIPE, *DISTORTIONS]) if k in trained]
-    levels = max(int(r["level"]) for r in rows)
+    return {"scenes": scenes, "leaves": leaves, "trained_on": trained_on, "validation": validation,
+            "kinds": [k for k in dict.fromkeys([*RECIPE, *DISTORTIONS]) if k in trained],
+            "levels": max(int(r["level"]) for r in rows)}
 
-    # graphs -> runtime/models, checkpoint -> gamma_edge/assets/demo, pristine test photos -> runtime/demo/assets
+
+def ship_files(work: Path, test_photos: list[str], short_side: int) -> None:
+    """graphs -> runtime/models, checkpoint -> gamma_edge/assets/demo, pristine test photos -> runtime/demo/assets"""
     for name in ("demo", "demo-int8"):
         target = DEMO_MODEL.parent / name
         shutil.rmtree(target, ignore_errors=True)
@@ -62,9 +80,11 @@ def main(work: Path, test_photos: list[str], short_side: int) -> None:
         cv2.imwrite(str(ASSETS / "photos" / f"{photo}.png"), np.ascontiguousarray(rgb[..., ::-1]),
                     [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
-    # figures: the same code path as `gamma-edge demo`
-    card = {"name": "gamma-edge demo model", "held_out_photos": list(test_photos), "kinds": kinds,
-            "levels": levels, "draws": heldout.DRAWS}
+
+def score_held_out(card: dict) -> dict:
+    """The shipped FP32 and INT8 graphs on the held-out photos' degradations (writing runtime/samples
+    from them): the per-kind figures, the kinds claimed, and the score threshold between clean and worst."""
+    kinds, levels = card["kinds"], card["levels"]
     fp32 = Scorer(DEMO_MODEL, backend="onnxruntime", device="cpu")
     per_kind, items, reference = ranking(fp32, card)
     int8 = Scorer(DEMO_MODEL.parent / "demo-int8", backend="onnxruntime", device="cpu")
@@ -73,49 +93,61 @@ def main(work: Path, test_photos: list[str], short_side: int) -> None:
     write_samples(items, claimed or kinds, levels)
     clean = [s for s, item in zip(reference, items) if item.level == 0]
     worst = [s for s, item in zip(reference, items) if item.level == levels and item.kind in (claimed or kinds)]
-    rows_csv = list(csv.DictReader(open(work / "run" / "metrics.csv")))
-    last = [r for r in rows_csv if r["protocol"] == "center" and r["srcc"]][-1]
-    last = {"epoch": int(last["epoch"]), "protocol": "center", "srcc": round(float(last["srcc"]), 4),
-            "plcc": round(float(last["plcc"]), 4), "images": int(last["images"])}
+    return {"per_kind": per_kind, "items": items, "reference": reference, "int8_scores": int8_scores,
+            "claimed": claimed, "threshold": round(float(np.mean(clean) + np.mean(worst)) / 2, 3),
+            "crops": fp32.preprocess.crops_per_image}
+
+
+def card_entries(work: Path, card: dict, synthetic: dict, held_out: dict) -> dict:
+    """The card's entries after its first five, in the order model_card.json holds them."""
+    kinds, claimed, scenes = card["kinds"], held_out["claimed"], synthetic["scenes"]
+    trained_on, leaves = synthetic["trained_on"], synthetic["leaves"]
     settings = json.loads((work / "run" / "train_config.json").read_text())
     trained_by = json.loads((work / "run" / "metrics.jsonl").read_text().splitlines()[-1]).get("machine")
-    manifest = json.loads((DEMO_MODEL / "manifest.json").read_text())
-    int8_manifest = json.loads((DEMO_MODEL.parent / "demo-int8" / "manifest.json").read_text())
-    card.update({
+    manifest = json.loads((DEMO_MODEL / MANIFEST_NAME).read_text())
+    return {
         "summary": (f"tiny MoAE + SDP Gamma; reliable on {len(claimed)} of the {len(kinds)} degradation kinds it "
                     "was trained on (see the card); not the paper's model"),
         "claimed": claimed,
         "not_learned": [k for k in kinds if k not in claimed],
         "ranges": {k: describe(k) for k in kinds},
         "bar": heldout.CLAIM_BAR,
-        "threshold": round(float(np.mean(clean) + np.mean(worst)) / 2, 3),
+        "threshold": held_out["threshold"],
         "trained_on_photos": trained_on,
         "trained_on_scenes": {"photos": len(trained_on), "views": len(scenes) - len(leaves) - len(trained_on),
                               "dead_leaves": len(leaves)},
-        "validation_photos": validation,
-        "metrics": {
-            "per_kind": {k: {key: (round(v, 4) if isinstance(v, float) else v) for key, v in f.items()
-                             if key != "mean_by_level"} | {"mean_by_level": [round(m, 3) for m in f["mean_by_level"]]}
-                         for k, f in per_kind.items()},
-            "srcc_all_kinds_pooled": round(srcc(reference, -np.array([i.level for i in items])), 3),
-            "images": len(items),
-            "int8_srcc_vs_fp32": round(srcc(int8_scores, reference), 4),
-            "int8_max_abs_diff": float(np.abs(int8_scores - reference).max()),
-            "int8_method": int8_manifest.get("quantization", {}).get("method", "?"),
-            "int8_calibration": ("the training-split images of the synthetic set (trained-on photos only; never the "
-                                 "validation or test photos)"),
-            "crops": fp32.preprocess.crops_per_image,
-            "training_eval_last": last,
-        },
+        "validation_photos": synthetic["validation"],
+        "metrics": metrics_entry(work, held_out),
         "training": {"command": "bash scripts/build_demo_model.sh", "config": "training/configs/synthetic_tiny.json",
                      "settings": {k: settings[k] for k in ("model", "lr", "epochs", "batch_size", "train_backbone",
                                                            "patch_embedding", "seed") if k in settings},
                      "machine": trained_by},
         "export": {"fp32": manifest.get("parity"), "checkpoint_sha256": manifest.get("checkpoint", {}).get("sha256")},
-    })
-    CARD.write_text(json.dumps(card, indent=2) + "\n")
-    write_card_markdown(card)
-    print(json.dumps(card["metrics"], indent=2))
+    }
+
+
+def metrics_entry(work: Path, held_out: dict) -> dict:
+    """The card's figures: per kind, pooled, INT8 against FP32, and the training run's last evaluation."""
+    items, reference, int8_scores = held_out["items"], held_out["reference"], held_out["int8_scores"]
+    int8_manifest = json.loads((DEMO_MODEL.parent / "demo-int8" / MANIFEST_NAME).read_text())
+    rows_csv = list(csv.DictReader(open(work / "run" / "metrics.csv")))
+    last = [r for r in rows_csv if r["protocol"] == "center" and r["srcc"]][-1]
+    last = {"epoch": int(last["epoch"]), "protocol": "center", "srcc": round(float(last["srcc"]), 4),
+            "plcc": round(float(last["plcc"]), 4), "images": int(last["images"])}
+    return {
+        "per_kind": {k: {key: (round(v, 4) if isinstance(v, float) else v) for key, v in f.items()
+                         if key != "mean_by_level"} | {"mean_by_level": [round(m, 3) for m in f["mean_by_level"]]}
+                     for k, f in held_out["per_kind"].items()},
+        "srcc_all_kinds_pooled": round(srcc(reference, -np.array([i.level for i in items])), 3),
+        "images": len(items),
+        "int8_srcc_vs_fp32": round(srcc(int8_scores, reference), 4),
+        "int8_max_abs_diff": float(np.abs(int8_scores - reference).max()),
+        "int8_method": int8_manifest.get("quantization", {}).get("method", "?"),
+        "int8_calibration": ("the training-split images of the synthetic set (trained-on photos only; never the "
+                             "validation or test photos)"),
+        "crops": held_out["crops"],
+        "training_eval_last": last,
+    }
 
 
 def write_samples(items, kinds: list[str], levels: int) -> None:
@@ -138,15 +170,17 @@ def write_samples(items, kinds: list[str], levels: int) -> None:
 
 
 def write_card_markdown(card: dict) -> None:
-    m = card["metrics"]
-    bar = card["bar"]
+    lines = [*_card_what_it_is(card), "", *_card_training_data(card), "", *_card_held_out_evaluation(card), "",
+             *_card_what_it_rates(card), "", *_card_reproduce(card), "", *_card_licences()]
+    (ASSETS / "model_card.md").write_text("\n".join(lines) + "\n")
+
+
+def _card_what_it_is(card: dict) -> list[str]:
     settings = card["training"]["settings"]
     vision = GammaConfig.from_name(settings["model"]).backbone["vision_cfg"]
     config_file = GammaConfig.path_of(settings["model"]).resolve()
     config_file = config_file.relative_to(ROOT) if config_file.is_relative_to(ROOT) else config_file
-    scenes = card["trained_on_scenes"]
-    total = sum(scenes.values())
-    lines = [
+    return [
         "# Model card: gamma-edge demo model",
         "",
         "**What it is.** A small Gamma with the paper's structure (MoAE + scene prompts) on a small",
@@ -161,18 +195,26 @@ def write_card_markdown(card: dict) -> None:
         "It is a demo of the toolkit, not the paper's model: it has never seen real camera defects,",
         "aesthetics, faces, AI-generated or underwater images, and its scores are on no public dataset's MOS",
         "scale. For the paper's model, convert the official weights (`gamma-edge convert`).",
-        "",
+    ]
+
+
+def _card_training_data(card: dict) -> list[str]:
+    scenes = card["trained_on_scenes"]
+    return [
         "**What it was trained on.** `python -m training.synth`: photographs shipped in scikit-image,",
         f"matplotlib and scikit-learn ({', '.join(card['trained_on_photos'])}),",
         f"{scenes['views']} more views of them (random crop, 90-degree turn, mirror, hue, saturation, white balance)",
-        f"and {scenes['dead_leaves']} dead-leaves scenes coloured from them: {total} scenes, each degraded by "
-        f"{len(card['kinds'])} kinds at {card['levels']} levels,",
+        f"and {scenes['dead_leaves']} dead-leaves scenes coloured from them: {sum(scenes.values())} scenes, each "
+        f"degraded by {len(card['kinds'])} kinds at {card['levels']} levels,",
         "with a random nuisance per image (the motion's angle, the exposure method, the noise's channels, ...):",
         "",
+        *(f"- `{kind}`: {text}" for kind, text in card["ranges"].items()),
     ]
-    lines += [f"- `{kind}`: {text}" for kind, text in card["ranges"].items()]
-    lines += [
-        "",
+
+
+def _card_held_out_evaluation(card: dict) -> list[str]:
+    m, bar = card["metrics"], card["bar"]
+    return [
         f"**Held-out evaluation.** Photos never seen by training, calibration or any choice: "
         f"{', '.join(card['held_out_photos'])}.",
         f"Each is degraded at every level of every kind {card['draws']} times by `runtime.demo.heldout`, code written",
@@ -186,8 +228,11 @@ def write_card_markdown(card: dict) -> None:
         "",
         *heldout.markdown_table(m["per_kind"]),
     ]
-    lines += [
-        "",
+
+
+def _card_what_it_rates(card: dict) -> list[str]:
+    m = card["metrics"]
+    return [
         f"**What it rates:** {', '.join(card['claimed']) or 'none of the kinds'}, within the ranges above."
         + (f" **Not learned** (trained, but below the bar on held-out photos; do not rely on its scores for "
            f"them): {', '.join(card['not_learned'])}." if card["not_learned"] else ""),
@@ -201,21 +246,29 @@ def write_card_markdown(card: dict) -> None:
         f"Last evaluation of the training run (on the validation photos {', '.join(card['validation_photos'])}, "
         f"training's own degradations, center crop): {m['training_eval_last']}. The shipped checkpoint is the last",
         "one, chosen by no held-out figure.",
-        "",
-        f"**Reproduce.** `{card['training']['command']}` (config `{card['training']['config']}`,",
-        f"settings {settings}). "
-        + (f"Trained on {card['training']['machine']}. " if card["training"].get("machine") else "")
+    ]
+
+
+def _card_reproduce(card: dict) -> list[str]:
+    training = card["training"]
+    return [
+        f"**Reproduce.** `{training['command']}` (config `{training['config']}`,",
+        f"settings {training['settings']}). "
+        + (f"Trained on {training['machine']}. " if training.get("machine") else "")
         + "It rebuilds these weights on a CPU of the same kind with as many threads;",
         "elsewhere it trains the same recipe to other weights and figures (docs/training.md, \"Rebuilding on",
         "another CPU\"). `gamma-edge demo` recomputes the table above from the shipped graph and",
         "says whether it matches this card.",
-        "",
+    ]
+
+
+def _card_licences() -> list[str]:
+    return [
         "**Licences.** The photographs come from scikit-image's `skimage.data` (public domain / CC0 images),",
         "matplotlib's sample data (grace_hopper.jpg, public domain, US Navy) and scikit-learn's sample images",
         "(china.jpg and flower.jpg, CC BY 2.0, credited in scikit-learn's images/README.txt to danielbuechele",
         "on Flickr).",
     ]
-    (ASSETS / "model_card.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

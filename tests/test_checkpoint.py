@@ -9,11 +9,12 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from conftest import activate_moae
-from gamma_edge.checkpoint import (check_state_fits, load_checkpoint, load_tensor_file, read_checkpoint_header,
-                                   save_checkpoint)
-from gamma_edge.convert import convert_command, convert_official
+from gamma_edge.checkpoint import load_checkpoint, load_tensor_file, read_checkpoint_header, save_checkpoint
+from gamma_edge.commands.convert import convert_command
+from gamma_edge.convert import convert_official
 from contract.errors import UserError
 from gamma_edge.model import Gamma, GammaConfig, MixtureOfAssessmentExperts
+from gamma_edge.state_dicts import check_state_fits
 
 
 def test_save_load_round_trip_gives_identical_scores(tiny_gamma, tmp_path):

@@ -183,7 +183,7 @@ def test_openvino_fp32_matches_pytorch(model, crops, tmp_path):
     import openvino as ov
 
     from export import export_model
-    from export.manifest import OPENVINO_RT_INFO_KEY
+    from contract.manifest import OPENVINO_RT_INFO_KEY
     from export.validate import reference_scores
     from runtime.inference.backends import compile_openvino, openvino_precision
 

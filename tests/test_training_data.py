@@ -10,8 +10,8 @@ import torch
 
 from contract.errors import UserError
 from training import synth
-from training.datasets import (EpochOrder, TrainingImages, load_dataset, load_registry, read_split_file,
-                               resolve_datasets)
+from training.datasets import load_dataset, load_registry, read_split_file, resolve_datasets
+from training.loading import EpochOrder, TrainingImages
 from contract.correlation import correlations, krcc, plcc, plcc_fit, srcc
 
 PAPER_DATASETS = {"koniq10k": (0, 100, False, "natural"), "spaq": (0, 100, False, "natural"),
@@ -353,7 +353,7 @@ def test_synthetic_set_is_deterministic(tmp_path):
 # ---------------------------------------------------------------- crops and metrics
 
 def test_prepare_for_crops_follows_the_dataset_and_the_runtime_rule(tmp_path):
-    from training.datasets import prepare_for_crops
+    from training.loading import prepare_for_crops
 
     for name, shape in (("small.png", (100, 150)), ("large.png", (600, 1000))):
         cv2.imwrite(str(tmp_path / name), np.full((*shape, 3), 90, np.uint8))
@@ -381,7 +381,8 @@ def test_training_evaluation_sees_the_runtimes_crops(tmp_path):
     decode (EXIF, alpha), resize and crops, as RGB float tensors."""
     from contract.preprocess import Preprocess
     from contract.images import read_image
-    from training.datasets import EvaluationImages, Sample
+    from training.datasets import Sample
+    from training.loading import EvaluationImages
 
     rng = np.random.default_rng(0)
     path = tmp_path / "photo.png"

@@ -14,8 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training import synth, train
+from training import recipe, synth, train
 from training.evaluate import main as evaluate_main
+from training.run_folder import STATE_FILE
+from training.settings import TrainingSettings
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -85,9 +87,9 @@ def test_validation_srcc_rises_well_above_its_start(converged_run):
 
 def test_frozen_parameters_are_bit_identical_after_training(converged_run):
     settings = json.loads((converged_run / "train_config.json").read_text())
-    initial = train.build_model(settings, settings["seed"]).state_dict()
+    initial = recipe.build_model(TrainingSettings.from_dict(settings), settings["seed"]).state_dict()
     trained = load_file(str(converged_run / "last.safetensors"))
-    model = train.build_model(settings, settings["seed"])
+    model = recipe.build_model(TrainingSettings.from_dict(settings), settings["seed"])
     trainable = set(model.trainable_parameters())
     frozen = [k for k, _ in model.named_parameters() if k not in trainable]
     assert len(frozen) > 50
@@ -150,10 +152,11 @@ def test_resume_state_loads_with_weights_only(small_synthetic, tmp_path):
     out = tmp_path / "run"
     assert train.main(["--config", "synthetic_tiny", "--datasets", f"synthetic:{small_synthetic}", "--out", str(out),
                        "--epochs", "1", "--eval-every", "0", "--no-progress"]) == 0
-    state = torch.load(out / train.STATE_FILE, weights_only=True)     # raises if anything but plain data
+    state = torch.load(out / STATE_FILE, weights_only=True)     # raises if anything but plain data
     assert state["global_step"] == 6 and state["epoch"] == 1
     settings = json.loads((out / "train_config.json").read_text())
-    assert set(state["trainable"]) == set(train.build_model(settings, 0).trainable_parameters())
+    assert set(state["trainable"]) == set(recipe.build_model(TrainingSettings.from_dict(settings),
+                                                             0).trainable_parameters())
     assert "state" in state["optimizer"] and state["scheduler"]["last_epoch"] == 6
 
 
@@ -179,8 +182,8 @@ def test_a_run_from_before_a_setting_existed_resumes_with_it_off(small_synthetic
         del stored[key]
     (out / "train_config.json").write_text(json.dumps(stored))
     settings = train.settings_from_args(train.parse_args(["--out", str(out), "--resume"]))
-    assert (settings["rank_weight"], settings["group_size"]) == (0.0, 0)
-    assert (settings["patch_embedding"], settings["train_backbone"]) == ("random", False)
+    assert (settings.rank_weight, settings.group_size) == (0.0, 0)
+    assert (settings.patch_embedding, settings.train_backbone) == ("random", False)
     assert train.main(["--out", str(out), "--resume", "--no-progress"]) == 0
 
 
@@ -193,12 +196,12 @@ def test_two_process_ddp_on_cpu_trains_and_writes_one_checkpoint_set(small_synth
                          "--epochs", "2", "--eval-every", "1", "--eval-crops", "center", "--no-progress"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["best.safetensors", "last.safetensors", "metrics.csv",
-                                                      "metrics.jsonl", "train_config.json", train.STATE_FILE]
+                                                      "metrics.jsonl", "train_config.json", STATE_FILE]
     # Rank 0 alone logs: one row per evaluation; 48 images / (8 x 2 processes) = 3 steps per epoch.
     assert [(r["epoch"], r["global_step"]) for r in metrics(out)] == [("0", "0"), ("1", "3"), ("2", "6")]
     assert result.stdout.count("epoch 2: train loss") == 1
     settings = json.loads((out / "train_config.json").read_text())
-    initial = train.build_model(settings, settings["seed"]).state_dict()
+    initial = recipe.build_model(TrainingSettings.from_dict(settings), settings["seed"]).state_dict()
     trained = load_file(str(out / "last.safetensors"))
     assert not torch.equal(initial["head.levels"], trained["head.levels"])
 
@@ -210,27 +213,27 @@ def test_rank_loss_asks_for_each_photos_order_by_the_targets_gap():
     groups = ["a", "a", "a", "b", ""]
     valid = torch.ones(5, dtype=torch.bool)
     # In order with the targets' gaps: nothing to pay, whatever the other photo scores.
-    assert train.rank_loss(torch.tensor([0.9, 0.3, -0.3, 0.0, 0.9]), target, groups, valid) == 0
+    assert recipe.rank_loss(torch.tensor([0.9, 0.3, -0.3, 0.0, 0.9]), target, groups, valid) == 0
     # a's two better versions are 0.2 short of the gap above its worst one: (0.2 + 0.2) over a's 3 pairs.
-    short = train.rank_loss(torch.tensor([0.8, 0.3, 0.0, 0.0, 0.9]), target, groups, valid)
+    short = recipe.rank_loss(torch.tensor([0.8, 0.3, 0.0, 0.0, 0.9]), target, groups, valid)
     assert short.item() == pytest.approx(0.4 / 3)
     # An inverted pair pays the gap plus the inversion; an unreadable image takes no part.
     inverted = torch.tensor([0.0, 0.5, 1.0, 0.0, 0.9])
-    assert train.rank_loss(inverted, target, groups, valid).item() == pytest.approx((1.0 + 2.0 + 1.0) / 3)
+    assert recipe.rank_loss(inverted, target, groups, valid).item() == pytest.approx((1.0 + 2.0 + 1.0) / 3)
     valid[2] = False
-    assert train.rank_loss(inverted, target, groups, valid).item() == pytest.approx(1.0)
-    assert train.rank_loss(inverted, target, ["", "", "", "", ""], valid) == 0
+    assert recipe.rank_loss(inverted, target, groups, valid).item() == pytest.approx(1.0)
+    assert recipe.rank_loss(inverted, target, ["", "", "", "", ""], valid) == 0
 
 
 def test_a_ranking_run_sees_versions_of_one_photo_in_every_batch(small_synthetic, tmp_path, monkeypatch):
     pairs = []
-    original = train.rank_loss
+    original = recipe.rank_loss
 
     def counting(predicted, target, groups, valid):
         pairs.append(max(groups.count(g) for g in groups))
         return original(predicted, target, groups, valid)
 
-    monkeypatch.setattr(train, "rank_loss", counting)
+    monkeypatch.setattr(recipe, "rank_loss", counting)
     out = tmp_path / "run"
     assert train.main(["--config", "synthetic_tiny", "--datasets", f"synthetic:{small_synthetic}", "--out", str(out),
                        "--epochs", "1", "--eval-every", "0", "--rank-weight", "1", "--group-size", "4",
@@ -307,7 +310,7 @@ def test_dct_patch_embedding_stays_frozen_while_the_tower_trains(small_synthetic
     state = load_file(out / "last.safetensors")
     assert torch.equal(state["clip.visual.conv1.weight"], dct_patch_bank(64, 32))
     settings = json.loads((out / "train_config.json").read_text())
-    initial = train.build_model(settings, settings["seed"])            # the run's own starting point
+    initial = recipe.build_model(TrainingSettings.from_dict(settings), settings["seed"])   # the run's own starting point
     assert torch.equal(initial.clip.visual.conv1.weight.detach(), state["clip.visual.conv1.weight"])
     moved = [n for n, p in initial.named_parameters()
              if n.startswith("clip.visual.transformer.") and not torch.equal(p.detach(), state[n])]

@@ -19,7 +19,8 @@ import torch
 
 from contract.errors import UserError
 from contract.manifest import CROP_PROTOCOLS as PROTOCOLS
-from training.datasets import DatasetPart, EvaluationImages
+from training.datasets import DatasetPart
+from training.loading import EvaluationImages
 from contract.correlation import correlations
 
 

@@ -213,6 +213,18 @@ def make_synthetic_dataset(out: str | Path, photos=None, kinds=None, levels: int
     own, skipped = own_photos(photos_dir) if photos_dir else ({}, [])
     photos = [*(photos or ([] if own else PHOTOS)), *own]
     kinds = list(kinds or DISTORTIONS)
+    _check_options(photos, kinds, levels, views, leaves)
+    test_photos = _held_out_photos(photos, test_photos, test_fraction, seed)
+    scenes = _scenes(photos, own, test_photos, short_side, seed, views, leaves)
+    rows = []
+    for p_index, (photo, image, split) in enumerate(scenes):
+        rows += _write_versions(out, photo, image, split, p_index, kinds, levels, variants, seed)
+    _write_meta_info(out, rows)
+    return {"images": len(rows), "photos": photos, "scenes": len(scenes), "skipped": skipped,
+            "test_photos": sorted(test_photos), "kinds": kinds, "levels": levels, "out": str(out)}
+
+
+def _check_options(photos: list, kinds: list, levels: int, views: int, leaves: int) -> None:
     unknown = [k for k in kinds if k not in DISTORTIONS]
     if unknown:
         raise UserError(f"unknown distortion {unknown[0]}; known: {', '.join(DISTORTIONS)}")
@@ -222,16 +234,25 @@ def make_synthetic_dataset(out: str | Path, photos=None, kinds=None, levels: int
         raise UserError("--views must be at least 1 and --leaves at least 0")
     if len(set(photos)) < 2:
         raise UserError("the synthetic set needs at least 2 photos (one for training, one for testing)")
+
+
+def _held_out_photos(photos: list, test_photos, test_fraction: float, seed: int) -> set:
+    """The photos of the test split: those named, or test_fraction of them drawn by `seed`."""
     rng = np.random.default_rng(seed)
     if test_photos:
         test_photos = set(test_photos)
         if not test_photos <= set(photos):
             raise UserError(f"--test-photos {', '.join(sorted(test_photos - set(photos)))} are not among --photos")
-    else:
-        n_test = min(len(photos) - 1, max(1, round(test_fraction * len(photos))))
-        test_photos = set(rng.choice(sorted(set(photos)), size=n_test, replace=False).tolist())
+        return test_photos
+    n_test = min(len(photos) - 1, max(1, round(test_fraction * len(photos))))
+    return set(rng.choice(sorted(set(photos)), size=n_test, replace=False).tolist())
 
-    scenes = []                                              # (name, image, split)
+
+def _scenes(photos: list, own: dict, test_photos: set, short_side: int, seed: int, views: int,
+            leaves: int) -> list[tuple[str, np.ndarray, str]]:
+    """(name, pristine image, split) of every scene: each photo, the training photos' random views,
+    then the dead-leaves scenes."""
+    scenes = []
     for p_index, photo in enumerate(photos):
         split = "test" if photo in test_photos else "train"
         raw = read_photo(own.get(photo, photo))
@@ -245,29 +266,38 @@ def make_synthetic_dataset(out: str | Path, photos=None, kinds=None, levels: int
         shape = (short_side, round(short_side * 4 / 3))
         scenes += [(leaves_name(i), dead_leaves(shape, palette, np.random.default_rng([seed, 8, i])), "train")
                    for i in range(leaves)]
+    return scenes
 
+
+def _write_versions(out: Path, photo: str, image: np.ndarray, split: str, p_index: int, kinds: list,
+                    levels: int, variants: int, seed: int) -> list[list]:
+    """Write one scene's pristine image and its distorted versions; their meta-info rows."""
+    folder = out / "images" / photo
+    folder.mkdir(parents=True, exist_ok=True)
+    versions = [("pristine", 0, "", image)]
+    for k_index, kind in enumerate(kinds):
+        for level in range(1, levels + 1):
+            noise_seed = seed * 1_000_003 + p_index * 1000 + k_index * 10 + level
+            if not variants:
+                versions.append((kind, level, "", distort(image, kind, level, levels, noise_seed)))
+            for v in range(variants):
+                nuisance = draw(kind, np.random.default_rng([seed, p_index, k_index, level, v]))
+                versions.append((kind, level, f"_{v}",
+                                 distort(image, kind, level, levels, noise_seed * 31 + v, nuisance)))
     rows = []
-    for p_index, (photo, image, split) in enumerate(scenes):
-        folder = out / "images" / photo
-        folder.mkdir(parents=True, exist_ok=True)
-        versions = [("pristine", 0, "", image)]
-        for k_index, kind in enumerate(kinds):
-            for level in range(1, levels + 1):
-                noise_seed = seed * 1_000_003 + p_index * 1000 + k_index * 10 + level
-                if not variants:
-                    versions.append((kind, level, "", distort(image, kind, level, levels, noise_seed)))
-                for v in range(variants):
-                    nuisance = draw(kind, np.random.default_rng([seed, p_index, k_index, level, v]))
-                    versions.append((kind, level, f"_{v}",
-                                     distort(image, kind, level, levels, noise_seed * 31 + v, nuisance)))
-        for kind, level, suffix, version in versions:
-            name = f"{photo}/{kind}_{level}{suffix}.png"
-            ok, data = cv2.imencode(".png", version[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
-            assert ok
-            (out / "images" / name).write_bytes(data.tobytes())
-            copies = len(kinds) if variants and level == 0 and split == "train" else 1
-            rows += [[name, f"{mos_of(level, levels):.6f}", kind, level, photo, split]] * copies
+    for kind, level, suffix, version in versions:
+        name = f"{photo}/{kind}_{level}{suffix}.png"
+        ok, data = cv2.imencode(".png", version[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        assert ok
+        (out / "images" / name).write_bytes(data.tobytes())
+        # With variants, the pristine image is listed once per kind, weighing like one level of one kind.
+        copies = len(kinds) if variants and level == 0 and split == "train" else 1
+        rows += [[name, f"{mos_of(level, levels):.6f}", kind, level, photo, split]] * copies
+    return rows
 
+
+def _write_meta_info(out: Path, rows: list[list]) -> None:
+    """OUT/meta_info.csv and OUT/split.json (split index "1"), from the rows' split column."""
     with open(out / "meta_info.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["image_name", "mos", "distortion", "level", "photo", "split"])
@@ -275,8 +305,6 @@ def make_synthetic_dataset(out: str | Path, photos=None, kinds=None, levels: int
     split = {"1": {"train": [i for i, r in enumerate(rows) if r[5] == "train"], "val": [],
                    "test": [i for i, r in enumerate(rows) if r[5] == "test"]}}
     (out / "split.json").write_text(json.dumps(split))
-    return {"images": len(rows), "photos": photos, "scenes": len(scenes), "skipped": skipped,
-            "test_photos": sorted(test_photos), "kinds": kinds, "levels": levels, "out": str(out)}
 
 
 def main(argv=None) -> int:
