@@ -16,13 +16,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from contract import degradations as distortions
 from contract.errors import UserError
 from contract.preprocess import DEFAULT_RESIZE, cut_crops, resize_for_crops, scale_to_short_side
-from contract.errors import UserError
 from contract.images import IMAGE_SUFFIXES, read_image
 
 CROP = 224

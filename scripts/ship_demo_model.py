@@ -4,7 +4,7 @@
 
 The test photos are scored here for the first and only time: no training, calibration or recipe
 choice saw them. The card's figures are computed by the same function `gamma-edge demo` runs
-(runtime.commands.demo.ranking, on runtime.demo.heldout's independent degradations), so the demo can check
+(runtime.demo.tour.ranking, on runtime.demo.heldout's independent degradations), so the demo can check
 that it reproduces them; a kind is claimed only where it clears runtime.demo.heldout.CLAIM_BAR.
 """
 import argparse
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from runtime.demo import heldout  # noqa: E402
-from runtime.commands.demo import ASSETS, CARD, ranking  # noqa: E402
+from runtime.demo.tour import ASSETS, CARD, ranking  # noqa: E402
 from export.pipeline import DEFAULT_CHECKPOINT  # noqa: E402
 from contract.degradations import DISTORTIONS, RECIPE, describe, mos_of  # noqa: E402
 from gamma_edge.model import GammaConfig  # noqa: E402

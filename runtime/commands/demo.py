@@ -10,8 +10,7 @@ from pathlib import Path
 import click
 
 from contract.errors import user_errors
-# ASSETS, CARD and ranking are re-exported for scripts/ship_demo_model.py, which imports them from here.
-from runtime.demo.tour import ASSETS, CARD, ranking, tour  # noqa: F401
+from runtime.demo.tour import tour
 
 
 @click.command("demo")

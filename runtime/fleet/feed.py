@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contract.errors import UserError
+from contract.manifest import scene_index
 from contract.preprocess import Preprocess
 from runtime.fleet.config import Camera
 from runtime.watch.camera import CameraWatch
@@ -18,7 +20,7 @@ from runtime.live.frames import End, Frame, Gap, Reconnect, Signal
 from runtime.live.readers import LiveFrames
 from runtime.live.selection import BlankRun, Selector
 from runtime.live.summary import Summary, max_frames_detail
-from runtime.live.source import Source
+from runtime.live.source import Source, parse_source
 
 
 @dataclass
@@ -153,3 +155,25 @@ class Feed:
             self.summary.take_reader_counts(self.reader, self.replaced)
         else:
             self.summary.dropped = self.replaced
+
+
+# -- checks made before anything starts: every mistake is named before a thread or socket opens ----
+def live_source(camera: Camera) -> Source:
+    try:
+        source = parse_source(camera.source)
+    except UserError as exc:
+        raise UserError(f"camera '{camera.name}': {exc}") from None
+    if not source.live:
+        raise UserError(f"camera '{camera.name}': '{camera.source}' is a video file; a fleet watches "
+                        f"cameras and streams, so score a file on its own with 'gamma-edge run FILE'")
+    return source
+
+
+def camera_preprocess(scorer, camera: Camera) -> Preprocess:
+    if camera.crops is None or camera.crops == scorer.preprocess.crops:
+        return scorer.preprocess
+    return Preprocess.from_manifest(scorer.manifest, camera.crops, scorer.preprocess.seed)
+
+
+def camera_scene_index(scorer, camera: Camera) -> int:
+    return scene_index(scorer.scenes, camera.scene or scorer.scene, f"camera '{camera.name}': ")

@@ -17,19 +17,18 @@ from dataclasses import dataclass
 from typing import Callable
 
 from contract.errors import UserError
-from contract.manifest import manifest_id, scene_index
-from contract.preprocess import Preprocess
+from contract.manifest import manifest_id
 from runtime.fleet.batcher import Batch, Batcher
 from runtime.fleet.config import Camera
-from runtime.fleet.feed import Feed, Notice
+from runtime.fleet.feed import Feed, Notice, camera_preprocess, camera_scene_index, live_source
 from runtime.fleet.summary import FleetSummary
-from runtime.watch.camera import EVENTS, STATES
-from runtime.watch.state_file import StateFile
 from runtime.live.readers import LiveFrames, ReaderOptions
 from runtime.live.session import LiveSession
-from runtime.live.source import ClosedCapture, Source, parse_source, release
+from runtime.live.source import ClosedCapture, release
 from runtime.outputs.base import Outputs
 from runtime.outputs.log import EventLog
+from runtime.watch.camera import EVENTS, STATES
+from runtime.watch.state_file import StateFile
 
 WAKE_S = 0.1        # the loop looks at the readers' signals at least this often
 
@@ -56,9 +55,9 @@ class FleetRunner(LiveSession):
         super().__init__(scorer, options, open_source, stop, log)
         self.cameras = cameras
         # checks made before anything starts: every mistake is named before a thread or socket opens
-        self.sources = [self._live_source(camera) for camera in cameras]
-        self.preprocesses = [self._preprocess(camera) for camera in cameras]
-        self.scene_indexes = [self._scene_index(camera) for camera in cameras]
+        self.sources = [live_source(camera) for camera in cameras]
+        self.preprocesses = [camera_preprocess(scorer, camera) for camera in cameras]
+        self.scene_indexes = [camera_scene_index(scorer, camera) for camera in cameras]
         self.snapshots = self._snapshots(options.snapshots)
         self.webhook = self._webhook(options.webhook)
         self.feeds: list[Feed] = []
@@ -70,24 +69,6 @@ class FleetRunner(LiveSession):
         self.state_file = (StateFile(options.baseline_file, manifest_id(scorer.manifest.raw), self.log)
                            if options.baseline_file else None)
         self.batcher = Batcher(scorer, on_done=self.bell.set)
-
-    def _live_source(self, camera: Camera) -> Source:
-        try:
-            source = parse_source(camera.source)
-        except UserError as exc:
-            raise UserError(f"camera '{camera.name}': {exc}") from None
-        if not source.live:
-            raise UserError(f"camera '{camera.name}': '{camera.source}' is a video file; a fleet watches "
-                            f"cameras and streams, so score a file on its own with 'gamma-edge run FILE'")
-        return source
-
-    def _preprocess(self, camera: Camera) -> Preprocess:
-        if camera.crops is None or camera.crops == self.scorer.preprocess.crops:
-            return self.scorer.preprocess
-        return Preprocess.from_manifest(self.scorer.manifest, camera.crops, self.scorer.preprocess.seed)
-
-    def _scene_index(self, camera: Camera) -> int:
-        return scene_index(self.scorer.scenes, camera.scene or self.scorer.scene, f"camera '{camera.name}': ")
 
     @staticmethod
     def _snapshots(folder: str | None):
