@@ -19,6 +19,8 @@ COMMANDS = {
               "Score images, folders or globs with an exported model (torch-free)."),
     "run": ("runtime.commands.run:run_command",
             "Score a camera, video file or network stream live (torch-free)."),
+    "baseline": ("runtime.commands.baseline:baseline_command",
+                 "Show or reset the normal each watched camera has learned (torch-free)."),
     "export": ("export.cli:export_command",
                "Export a checkpoint to per-scene ONNX / OpenVINO graphs (FP32, FP16, INT8)."),
     "convert": ("gamma_edge.commands.convert:convert_command",
@@ -30,7 +32,7 @@ COMMANDS = {
     "scenes": ("gamma_edge.commands.scenes:scenes_command",
                "List the scenes (SDP prompt sets) a model can score."),
 }
-OWN_PACKAGES = {"gamma_edge", "export", "runtime", "training"}
+OWN_PACKAGES = {"contract", "gamma_edge", "export", "runtime", "training"}
 
 
 class LazyGroup(click.Group):

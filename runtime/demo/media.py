@@ -78,8 +78,9 @@ def write_degrading_clip(photo: np.ndarray, path: Path, kinds: list[str],
 
 
 def plot_scores(rows: list[dict], severities: list[tuple[str | None, float]], path: Path,
-                threshold: float | None = None, size=(1000, 420)) -> None:
-    """A PNG of score (and smoothed score) over time, with the clip's distortions shaded."""
+                threshold: float | None = None, size=(1000, 420), alerts: list[dict] = ()) -> None:
+    """A PNG of score (and smoothed score) over time, with the clip's distortions shaded and the
+    watch's degraded / recovered events marked."""
     width, height = size
     left, right, top, bottom = 70, 20, 40, 60
     img = np.full((height, width, 3), 255, np.uint8)
@@ -122,10 +123,18 @@ def plot_scores(rows: list[dict], severities: list[tuple[str | None, float]], pa
         points = [px(r["t"], r[key]) for r in rows if r.get(key) is not None and r.get("t") is not None]
         if len(points) > 1:
             cv2.polylines(img, [np.array(points, np.int32)], False, colour, thickness, cv2.LINE_AA)
+    for alert in alerts:
+        x, _ = px(alert["t"], lo)
+        colour = (0, 0, 200) if alert["event"] == "degraded" else (0, 150, 0)
+        cv2.line(img, (x, top), (x, height - bottom), colour, 2)
+        label = "degraded" if alert["event"] == "degraded" else "recovered"
+        cv2.putText(img, label, (x + 4, top + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+        if alert.get("reason"):
+            cv2.putText(img, alert["reason"], (x + 4, top + 30), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
     cv2.putText(img, "Gamma demo: score per frame (thin), smoothed (thick); shading = distortion strength",
                 (left, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     legend = "   ".join(f"{palette[i % len(palette)][1]} shade: {kind.replace('_', ' ')}"
-                         for i, kind in enumerate(kinds)) + "   red dashes: low-quality threshold"
+                         for i, kind in enumerate(kinds)) + "   red dashes: threshold   lines: watch events"
     cv2.putText(img, legend, (left, height - 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (60, 60, 60), 1, cv2.LINE_AA)
     cv2.putText(img, "time (s)", (width - right - 70, height - bottom + 34), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
                 (0, 0, 0), 1, cv2.LINE_AA)

@@ -185,12 +185,17 @@ def stream_demo(card: dict, out: Path, threads, say: Say) -> str:
     threshold = card.get("threshold")
     scorer = Scorer(DEMO_MODEL, crops="center", threads=threads)
     with open(jsonl, "w", encoding="utf-8") as lines:
-        options = RunOptions(smooth=5, threshold=threshold, jsonl=lines, save=str(annotated))
+        # the clip's own normal, learned from its first clean second and a half; no threshold needed
+        options = RunOptions(smooth=5, threshold=threshold, jsonl=lines, save=str(annotated), baseline_warmup=1.5,
+                             hold_s=0.3, evidence="model+signals")
         summary = StreamRunner(scorer, parse_source(str(clip)), options, log=lambda line: None).run()
     say(f"   {summary.text()}")
     rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
     frames = [r for r in rows if "score" in r]
-    plot_scores(frames, severities, plot, threshold=threshold)
+    alerts = [r for r in rows if r.get("event") in ("degraded", "recovered")]
+    plot_scores(frames, severities, plot, threshold=threshold, alerts=alerts)
+    for alert in alerts:
+        say(f"   {alert['t']:5.2f} s  {alert['event']}" + (f": {alert['reason']}" if alert["event"] == "degraded" else ""))
     clean = [r["score"] for r in frames if severities[r["frame"]][0] is None]
     degraded = [r["score"] for r in frames if severities[r["frame"]][0] is not None and severities[r["frame"]][1] >= 3]
     flagged = sum(1 for r in frames if r.get("low"))
