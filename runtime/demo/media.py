@@ -123,14 +123,7 @@ def plot_scores(rows: list[dict], severities: list[tuple[str | None, float]], pa
         points = [px(r["t"], r[key]) for r in rows if r.get(key) is not None and r.get("t") is not None]
         if len(points) > 1:
             cv2.polylines(img, [np.array(points, np.int32)], False, colour, thickness, cv2.LINE_AA)
-    for alert in alerts:
-        x, _ = px(alert["t"], lo)
-        colour = (0, 0, 200) if alert["event"] == "degraded" else (0, 150, 0)
-        cv2.line(img, (x, top), (x, height - bottom), colour, 2)
-        label = "degraded" if alert["event"] == "degraded" else "recovered"
-        cv2.putText(img, label, (x + 4, top + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
-        if alert.get("reason"):
-            cv2.putText(img, alert["reason"], (x + 4, top + 30), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+    _mark_alerts(img, alerts, px, lo, top, height - bottom)
     cv2.putText(img, "Gamma demo: score per frame (thin), smoothed (thick); shading = distortion strength",
                 (left, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     legend = "   ".join(f"{palette[i % len(palette)][1]} shade: {kind.replace('_', ' ')}"
@@ -140,3 +133,14 @@ def plot_scores(rows: list[dict], severities: list[tuple[str | None, float]], pa
                 (0, 0, 0), 1, cv2.LINE_AA)
     if not cv2.imwrite(str(path), img):
         raise RuntimeError(f"could not write {path}")
+
+
+def _mark_alerts(img: np.ndarray, alerts, px, lo: float, top: int, bottom: int) -> None:
+    """The watch's events as vertical lines: red for degraded (with its reason), green for recovered."""
+    for alert in alerts:
+        x, _ = px(alert["t"], lo)
+        colour = (0, 0, 200) if alert["event"] == "degraded" else (0, 150, 0)
+        cv2.line(img, (x, top), (x, bottom), colour, 2)
+        cv2.putText(img, alert["event"], (x + 4, top + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+        if alert.get("reason"):
+            cv2.putText(img, alert["reason"], (x + 4, top + 30), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)

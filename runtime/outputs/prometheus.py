@@ -58,7 +58,11 @@ class FleetCollector:
         events = CounterMetricFamily("gamma_edge_events", "Quality events raised.", labels=["camera", "event"])
         counters = {name: CounterMetricFamily(name, text, labels=["camera"])
                     for name, (_, text) in CAMERA_COUNTERS.items()}
+        signal = GaugeMetricFamily("gamma_edge_signal", "An image signal of the latest frames (the median of the "
+                                   "smoothing window), or the score, against the camera's own normal.",
+                                   labels=["camera", "signal", "of"])
         for feed in feeds:
+            add_signals(signal, feed)
             name, watch = feed.camera.name, feed.watch
             if watch.smoothing.score is not None:
                 score.add_metric([name], watch.smoothing.score)
@@ -72,7 +76,15 @@ class FleetCollector:
                 counters[metric].add_metric([name], counts[key])
             for event in self.events:
                 events.add_metric([name, event], self.event_counts.get((name, event), 0))
-        yield from (score, smoothed, state, since, events, *counters.values())
+        yield from (score, smoothed, state, since, events, signal, *counters.values())
+
+
+def add_signals(gauge, feed) -> None:
+    """The watch's latest verdict: each signal's value and the camera's normal of it (docs/fleet.md)."""
+    verdict = feed.watch.verdict
+    for signal, change in ((verdict.changes or {}).items() if verdict is not None else ()):
+        gauge.add_metric([feed.camera.name, signal, "value"], change["value"])
+        gauge.add_metric([feed.camera.name, signal, "normal"], change["normal"])
 
 
 class FleetMetrics:
