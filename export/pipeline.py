@@ -119,8 +119,8 @@ def export_model(checkpoint_or_model=None, out_dir: str | Path = "gamma-export",
     show.step("loading the model")
     model, checkpoint_info = load_model(checkpoint_or_model)
     scenes = resolve_scenes(model, scene)
-    job = (model, checkpoint_info, scenes, precision, fmt, calib)
-    manifest, report = _export_atomically(job, force, target, show, out_dir, overwrite)
+    request = ExportRequest(model, checkpoint_info, scenes, precision, fmt, calib)
+    manifest, report = _export_atomically(request, force, target, show, out_dir, overwrite)
     if progress:
         print(report, flush=True)
     return ExportResult(out_dir=out_dir, manifest=manifest, report=report,
@@ -159,7 +159,7 @@ def _calibration_crops(precision: str, calib_dir, calib_count: int, show: _Progr
             else calibration.default_calibration_set(calib_count))
 
 
-def _export_atomically(job: tuple, force: bool, target: "Int8Target", show: _Progress, out_dir: Path,
+def _export_atomically(request: "ExportRequest", force: bool, target: "Int8Target", show: _Progress, out_dir: Path,
                        overwrite: bool) -> tuple[dict, str]:
     """Export into a hidden sibling folder and rename it into place only when complete; with
     int8_method auto, a dynamic graph that misses the gate is replaced by a static one."""
@@ -167,10 +167,10 @@ def _export_atomically(job: tuple, force: bool, target: "Int8Target", show: _Pro
     partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
-    fmt = job[4]
+    fmt = request.fmt
     try:
         with tempfile.TemporaryDirectory(prefix="gamma-export-") as scratch:
-            steps = (*job, partial, Path(scratch), force)
+            steps = (*(getattr(request, f.name) for f in dataclasses.fields(request)), partial, Path(scratch), force)
             try:
                 manifest, report = _export_into(*steps, target, show, out_dir)
             except Int8GateMissed as missed:
@@ -190,6 +190,19 @@ def _export_atomically(job: tuple, force: bool, target: "Int8Target", show: _Pro
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return manifest, report
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What the user asked to export: the model and where it came from, scenes, precision, format and
+    calibration crops."""
+
+    model: object
+    checkpoint_info: dict
+    scenes: list
+    precision: str
+    fmt: str
+    calib: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -246,13 +259,13 @@ def _export_into(model, checkpoint_info, scenes, precision, fmt, calib, folder: 
                  target: Int8Target, show: _Progress, out_dir: Path):
     """The steps of one export into `folder`: plain graph, reference scores, the format's writer,
     validation and gates, manifest. Returns (manifest, report)."""
-    from export import manifest as mf
+    from export.manifest import build_manifest
 
     job = _prepare(model, scenes, precision, calib, folder, scratch, target, show)
     written = WRITERS[(fmt, precision)](job)
     parity = _validate(job, written)
     _check_gates(parity, precision, force, len(job.crops))
-    manifest = mf.build_manifest(
+    manifest = build_manifest(
         kind=fmt, file=written.model_file, precision=precision, weights_file=written.weights_file,
         scenes=[{"name": s, "prompts": model.prompts(s)} for s in scenes],
         levels=[float(f"{v:.7g}") for v in model.head.levels.tolist()], crop_size=model.config.image_size,
@@ -266,7 +279,8 @@ def _export_into(model, checkpoint_info, scenes, precision, fmt, calib, folder: 
 
 def _prepare(model, scenes, precision, calib, folder, scratch, target, show) -> Job:
     """The plain ONNX graph (text folded into constants, fused MoAE) and the PyTorch reference."""
-    from export import calibration, manifest as mf, onnx_export, validate
+    from export import calibration, onnx_export, validate
+    from export.manifest import tool_versions
     from export.graph import build_graph
 
     show.step(f"building the graph for scene(s) {', '.join(scenes)} (text features -> constants, fused MoAE)")
@@ -283,7 +297,7 @@ def _prepare(model, scenes, precision, calib, folder, scratch, target, show) -> 
                   "text": "constant (D, S*5), pre-normalised, exp(logit_scale) folded in",
                   "last_block": "class token only (keys/values for all tokens; query, MLP/MoAE for the class token)"}
     return Job(model, scenes, precision, calib, folder, scratch, plain, crops, reference, target, show,
-               graph_info, mf.tool_versions("torch", "open_clip", "onnx", "onnxruntime"))
+               graph_info, tool_versions("torch", "open_clip", "onnx", "onnxruntime"))
 
 
 # -- one writer per format and precision --------------------------------------------------------
@@ -351,14 +365,15 @@ def write_onnx_int8(job: Job) -> Written:
 
 def write_openvino(job: Job) -> Written:
     """OpenVINO IR (model.xml + model.bin) from the plain graph; INT8 through NNCF."""
-    from export import manifest as mf, openvino_export, validate
+    from export import openvino_export, validate
+    from export.manifest import tool_versions
 
-    job.tools.update(mf.tool_versions("openvino"))
+    job.tools.update(tool_versions("openvino"))
     job.show.step("converting to OpenVINO IR")
     ov_model = openvino_export.convert_to_openvino(job.plain)
     quantization = None
     if job.precision == "int8":
-        job.tools.update(mf.tool_versions("nncf"))
+        job.tools.update(tool_versions("nncf"))
         job.show.step(f"NNCF INT8 (TRANSFORMER preset): calibrating on {len(job.calib)} crops")
         with job.show.bar(len(job.calib), "calibrating (NNCF)") as bar:
             ov_model, quantization = openvino_export.quantize_openvino_int8(ov_model, job.calib, progress=bar.update)
@@ -419,21 +434,21 @@ def _check_gates(parity: dict, precision: str, force: bool, images: int) -> None
 
 def _write_manifest(job: Job, fmt: str, written: Written, manifest: dict) -> None:
     """The manifest inside the graph file and beside it (written last: the folder's completion mark)."""
-    from export import manifest as mf
+    from export.manifest import embed_in_onnx, embedded_copy, write_manifest
     from gamma_edge.checkpoint import file_sha256
 
     job.show.step(f"embedding the manifest and writing {MANIFEST_NAME}")
     graph_file = job.folder / written.model_file
     if fmt == "onnx":
-        mf.embed_in_onnx(graph_file, manifest)
+        embed_in_onnx(graph_file, manifest)
     else:
         import openvino as ov
 
-        _save_ov(ov.Core().read_model(str(graph_file)), graph_file, mf.embedded_copy(manifest), job.precision,
+        _save_ov(ov.Core().read_model(str(graph_file)), graph_file, embedded_copy(manifest), job.precision,
                  rewrite=True)
         manifest["model"]["weights_sha256"] = file_sha256(job.folder / written.weights_file)
     manifest["model"]["sha256"] = file_sha256(graph_file)
-    mf.write_manifest(job.folder, manifest)
+    write_manifest(job.folder, manifest)
 
 
 def recommendation(cpu, manifest: dict) -> str:
