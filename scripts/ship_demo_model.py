@@ -223,11 +223,32 @@ def _card_held_out_evaluation(card: dict) -> list[str]:
         "SRCC of score against level within each photo (mean, worst photo); pooled SRCC with all photos ranked",
         "together (a pristine photo of one scene must outrank a degraded photo of another); and the share of",
         "(pristine, degraded version of the same photo) pairs ranked right.",
-        f"A kind is **claimed** only where SRCC >= {bar['srcc']}, pooled >= {bar['pooled']} and pairs >= "
-        f"{bar['pairs']:.0%}.",
+        "",
+        "**What is claimed, and what is not.** *Within one scene* (the order of one scene's versions, what a",
+        "camera watch relies on when it compares a camera with its own normal): a kind is **claimed** where",
+        f"SRCC >= {bar['srcc']} and pairs >= {bar['pairs']:.0%}. *Across scenes* (pooled: one threshold for",
+        "every photo) nothing is claimed: four photos are too few to judge it, and a score means little",
+        "without its scene's own normal (docs/fleet.md, \"Baselines\").",
         "",
         *heldout.markdown_table(m["per_kind"]),
+        *_card_classical(card),
     ]
+
+
+def _card_classical(card: dict) -> list[str]:
+    """What a user might run instead, on the same held-out images (scripts/card_baselines.py)."""
+    classical = card.get("classical")
+    if not classical:
+        return []
+    lines = ["", "**Classical baselines on the same images** (`scripts/card_baselines.py`): the variance of the",
+             "Laplacian (sharper is higher) and BRISQUE (the `brisque` package, its shipped SVM), evaluated as the",
+             "model is. Per kind: SRCC within a photo (mean) / pooled / pairs.", "",
+             "| kind | demo model | variance of Laplacian | BRISQUE |", "|---|---|---|---|"]
+    for kind, f in card["metrics"]["per_kind"].items():
+        cells = [f"{g['srcc']:.2f} / {g['pooled']:.2f} / {g['pairs']:.0%}"
+                 for g in (f, classical["laplacian"][kind], classical["brisque"][kind])]
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _card_what_it_rates(card: dict) -> list[str]:

@@ -119,8 +119,9 @@ def show_ranking(fp32, card: dict, say: Say):
         f"independent random degradations per level, {fp32.preprocess.crops_per_image} crops each.\n"
         "   SRCC vs the level within each photo (mean, worst photo), pooled over photos, and the share of "
         "(pristine, degraded) pairs ranked right.\n"
-        f"   'reliable' = SRCC >= {bar['srcc']}, pooled >= {bar['pooled']} and pairs >= {bar['pairs']:.0%}: "
-        "only those kinds are claimed.")
+        f"   'reliable' = within one scene, SRCC >= {bar['srcc']} and pairs >= {bar['pairs']:.0%}: only those kinds "
+        "are claimed, and only within one scene (the order of one scene's versions, which a camera watch\n"
+        "   relies on). Across scenes (pooled) nothing is claimed: four photos are too few to judge it.")
     per_kind, items, reference = ranking(fp32, card)
     header = f"   {'degradation':15s}" + "".join(f"{'L' + str(lv):>6s}" for lv in range(card["levels"] + 1))
     say(header + f"{'SRCC':>7s}{'worst':>7s}{'pooled':>7s}{'pairs':>7s}  verdict")
