@@ -63,8 +63,13 @@ def test_demo_runs_end_to_end_and_prints_what_is_measured(tmp_path, measured):
         assert (verdict == "reliable") == (kind in card["claimed"]), row
     assert "the figures above are the ones the model card states" in result.output
     rows = [json.loads(line) for line in (out / "clip_scores.jsonl").read_text().splitlines()]
-    scored = [r for r in rows if "score" in r]
+    scored = [r for r in rows if "score" in r and "event" not in r]
     assert len(scored) == clip_frames(timeline(card["claimed"] or card["kinds"]))
+    # the clip's own normal, learned from its clean start, catches the first kind as it creeps in
+    # (from 2 s to 7 s), and the alert names its cause
+    alerts = [r for r in rows if r.get("event") == "degraded"]
+    assert alerts and 2.0 <= alerts[0]["t"] <= 7.0 and alerts[0]["reason"].startswith("sharpness"), alerts
+    assert f"{alerts[0]['t']:5.2f} s  degraded: {alerts[0]['reason']}" in result.output
     plot = cv2.imread(str(out / "clip_scores.png"))
     assert plot is not None and plot.shape[1] == 1000
     capture = cv2.VideoCapture(str(out / "clip_annotated.mp4"))
@@ -83,10 +88,11 @@ def test_model_card_states_what_is_measured(measured):
 
 
 def test_the_card_claims_exactly_the_kinds_that_clear_the_bar(measured):
-    """Claimed: per-photo SRCC >= 0.9, pooled >= 0.8 and >= 95% of (pristine, degraded) pairs right, as
-    measured here; every other trained kind is listed as not learned, in the card and its prose."""
+    """Claimed within one scene: per-photo SRCC >= 0.9 and >= 95% of (pristine, degraded) pairs right, as
+    measured here (the pooled figure, across scenes, claims nothing); every other trained kind is listed as
+    not learned, in the card and its prose."""
     card, per_kind, int8_srcc = measured
-    assert CLAIM_BAR == {"srcc": 0.9, "pooled": 0.8, "pairs": 0.95}
+    assert CLAIM_BAR == {"srcc": 0.9, "pairs": 0.95}
     clears = sorted(k for k, f in per_kind.items() if all(f[key] >= bar for key, bar in CLAIM_BAR.items()))
     assert sorted(card["claimed"]) == clears
     assert sorted(card["not_learned"]) == sorted(set(card["kinds"]) - set(clears))

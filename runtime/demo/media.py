@@ -136,11 +136,13 @@ def plot_scores(rows: list[dict], severities: list[tuple[str | None, float]], pa
 
 
 def _mark_alerts(img: np.ndarray, alerts, px, lo: float, top: int, bottom: int) -> None:
-    """The watch's events as vertical lines: red for degraded (with its reason), green for recovered."""
+    """The watch's events as vertical lines: red for degraded (with the first cause its reason names),
+    green for recovered."""
     for alert in alerts:
         x, _ = px(alert["t"], lo)
         colour = (0, 0, 200) if alert["event"] == "degraded" else (0, 150, 0)
         cv2.line(img, (x, top), (x, bottom), colour, 2)
         cv2.putText(img, alert["event"], (x + 4, top + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
-        if alert.get("reason"):
-            cv2.putText(img, alert["reason"], (x + 4, top + 30), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+        if alert.get("reason") and alert["event"] == "degraded":
+            cause = alert["reason"].split(", ")[0]
+            cv2.putText(img, cause, (x + 4, top + 30), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)

@@ -192,7 +192,7 @@ def stream_demo(card: dict, out: Path, threads, say: Say) -> str:
         summary = StreamRunner(scorer, parse_source(str(clip)), options, log=lambda line: None).run()
     say(f"   {summary.text()}")
     rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
-    frames = [r for r in rows if "score" in r]
+    frames = [r for r in rows if "score" in r and "event" not in r]
     alerts = [r for r in rows if r.get("event") in ("degraded", "recovered")]
     plot_scores(frames, severities, plot, threshold=threshold, alerts=alerts)
     for alert in alerts:

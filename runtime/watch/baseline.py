@@ -20,6 +20,9 @@ from runtime.watch.signals import SIGNALS, describe
 # colourfulness with hysteresis: gray (infrared) below MONO_BELOW, colour again above COLOUR_ABOVE
 MONO_BELOW, COLOUR_ABOVE = 3.0, 6.0
 MODES = ("model", "signals", "model+signals")
+# The least spread of each quantity's normal: a scene with no clipped pixel at all is not infinitely
+# sure of it (percentage points for the shares, a ratio's hundredth for blockiness).
+FLOORS = {"highlights": 0.5, "shadows": 0.5, "colour_cast": 0.5, "blockiness": 0.02}
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,8 @@ class CameraBaseline:
     # -- the normal ----------------------------------------------------------------------------------
     def _normals(self) -> dict[str, Normal]:
         if self.light not in self.normals:
-            self.normals[self.light] = {name: Normal(self.warmup_s) for name in ("score", *SIGNALS)}
+            self.normals[self.light] = {name: Normal(self.warmup_s, floor=FLOORS.get(name, 1e-3))
+                                        for name in ("score", *SIGNALS)}
         return self.normals[self.light]
 
     def learn(self, now: float, score: float) -> None:
