@@ -19,6 +19,8 @@ COMMANDS = {
               "Score images, folders or globs with an exported model (torch-free)."),
     "run": ("runtime.commands.run:run_command",
             "Score a camera, video file or network stream live (torch-free)."),
+    "serve": ("runtime.commands.serve:serve_command",
+              "Serve models over HTTP to other programs (KServe v2 / Triton protocol, POST /score)."),
     "export": ("export.cli:export_command",
                "Export a checkpoint to per-scene ONNX / OpenVINO graphs (FP32, FP16, INT8)."),
     "convert": ("gamma_edge.convert:convert_command",
