@@ -115,8 +115,9 @@ def serve_command(served: ServedChoice, listen: ListenChoice):
     """
     with user_errors():
         from runtime.serve.models import model_name
-        from runtime.serve.server import ModelServer, ServeOptions, is_loopback
+        from runtime.serve.server import ModelServer, ServeOptions, bind, is_loopback
 
+        sock = bind(listen.host, listen.port)           # a port in use is said before any model loads
         scorers = {}
         for name, choice in served.model_choices():
             key = model_name(choice.model, name)
@@ -125,7 +126,7 @@ def serve_command(served: ServedChoice, listen: ListenChoice):
             scorers[key] = make_scorer(choice, max_pixels=listen.max_pixels)
         given = dataclasses.asdict(listen)
         given.pop("max_pixels")
-        server = ModelServer(scorers, ServeOptions(**given))
+        server = ModelServer(scorers, ServeOptions(**given), sock)
     if not is_loopback(listen.host) and not listen.token:
         click.echo(f"warning: listening on {listen.host} without a token: anyone who reaches this port can use "
                    f"the models; pass --token or set {TOKEN_VARIABLE}", err=True)

@@ -181,7 +181,7 @@ async def read_images(request) -> list[tuple[str, bytes]]:
             raise RequestRefused(400, "the request body is empty; send the image's bytes")
         return [("image", body)]
     if kind == "multipart/form-data":
-        require("multipart")
+        require("python_multipart")
         form = await request.form(max_files=MAX_FILES, max_fields=MAX_FILES)
         try:
             files = [(item.filename or key, await item.read()) for key, item in form.multi_items()

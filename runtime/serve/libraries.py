@@ -7,7 +7,7 @@ from contract.errors import UserError
 
 # module -> the distribution pip installs it from
 DISTRIBUTIONS = {"starlette": "starlette", "uvicorn": "uvicorn", "prometheus_client": "prometheus-client",
-                 "multipart": "python-multipart"}
+                 "python_multipart": "python-multipart"}
 
 
 def require(module: str):

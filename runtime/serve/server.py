@@ -56,7 +56,8 @@ class ModelServer:
     """The models behind one HTTP server. `run()` blocks (the CLI); `start()` / `stop()` serve from a
     thread (tests, benchmarks)."""
 
-    def __init__(self, scorers: dict[str, Scorer], options: ServeOptions = ServeOptions()):
+    def __init__(self, scorers: dict[str, Scorer], options: ServeOptions = ServeOptions(),
+                 sock: socket.socket | None = None):
         if not scorers:
             raise UserError("no model to serve; pass --model")
         self.options = options
@@ -78,7 +79,7 @@ class ModelServer:
         self.state.on_shutdown.append(self._close)
         limits = AppLimits(int(options.max_body_mb * 2 ** 20), options.body_timeout, options.token)
         self.app = build_app(self.state, limits)
-        self.socket = bind(options.host, options.port)
+        self.socket = sock or bind(options.host, options.port)
         self.uvicorn = self._uvicorn()
         self.thread: threading.Thread | None = None
 
@@ -150,7 +151,8 @@ def bind(host: str, port: int) -> socket.socket:
             raise UserError(f"port {port} is already in use on {host}; choose another --port or stop the "
                             f"program holding it") from None
         raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}); check --host and --port") from None
-    sock.set_inheritable(True)
+    # listening from here on: a client that connects while the models load waits in the backlog
+    sock.listen(2048)
     return sock
 
 
