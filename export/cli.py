@@ -82,7 +82,7 @@ def _export_triton(checkpoint, out_dir, scene, precision, fmt, quiet, triton: di
     with user_errors():
         if fmt != "triton":
             given = [f"--{name.replace('_', '-')}" for name, value in triton.items() if value is not None]
-            raise UserError(f"{', '.join(given)} only apply with --format triton")
+            raise UserError(f"the option(s) {', '.join(given)} need --format triton; add it or drop them")
         options = TritonOptions(**{name: value for name, value in (
             ("max_batch_size", triton["triton_max_batch"]), ("device", triton["triton_device"]),
             ("instances", triton["triton_instances"])) if value is not None})
