@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
 from conftest import activate_moae
+from runtime_fixtures import textured_image
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 text_format = pytest.importorskip("google.protobuf.text_format")
@@ -77,9 +79,10 @@ def test_gpu_instances_and_options_only_with_triton(repository, tmp_path):
     assert result.exit_code == 1 and "already exists" in result.output
 
 
-def test_repository_model_answers_what_its_graph_answers(repository):
+def test_repository_model_answers_what_its_graph_answers(repository, tmp_path):
     """The protocol a Triton server would speak, here from gamma-edge serve on the repository's version
-    folder (named after its model folder): crop tensors give the graph's own scores."""
+    folder (named after its model folder): crop tensors give the graph's own scores, and the client-side
+    preprocessing docs/serve.md shows gives gamma-edge score's score."""
     pytest.importorskip("starlette")
     import onnxruntime as ort
     import tritonclient.http as httpclient
@@ -99,6 +102,26 @@ def test_repository_model_answers_what_its_graph_answers(repository):
         tensor = httpclient.InferInput("crops", list(crops.shape), "UINT8")
         tensor.set_data_from_numpy(crops)
         scores = client.infer("natural", [tensor]).as_numpy("scores")
+        photo = tmp_path / "photo.jpg"
+        cv2.imwrite(str(photo), textured_image(480, 640, seed=2))
+        score = client_side_score(client, version, photo)
     finally:
         server.stop()
     assert np.abs(scores - expected).max() <= 1e-6
+    assert abs(score - Scorer(version).score(str(photo))) <= 1e-6
+
+
+def client_side_score(client, version, photo) -> float:
+    """docs/serve.md, "Triton": the client cuts the crops by the manifest and averages their scores."""
+    import tritonclient.http as httpclient
+
+    from contract.images import read_image
+    from contract.manifest import load_manifest
+    from contract.preprocess import Preprocess
+
+    preprocess = Preprocess.from_manifest(load_manifest(version))          # the manifest's crops (five)
+    crops = preprocess(read_image(str(photo), shrink_to=preprocess.max_long_side))
+    tensor = httpclient.InferInput("crops", list(crops.shape), "UINT8")
+    tensor.set_data_from_numpy(crops)
+    scores = client.infer("natural", [tensor]).as_numpy("scores")          # (5, 1): one row per crop
+    return float(scores.mean(axis=0, dtype=np.float64)[0])
