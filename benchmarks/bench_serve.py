@@ -12,8 +12,9 @@ Each request is one image:
 - crops: its crops as a UINT8 tensor [K, 224, 224, 3] (the Open Inference Protocol's binary form);
   the server's own work is the protocol and the batching, so this row measures serving overhead;
 - images: the JPEG as BYTES, decoded and cropped on the server (what an upload service sends).
-Per row: images/s answered, latency p50 / p95 / p99, and from the server's /metrics the mean
-requests and crops per backend call. "backend" is the same model's backend alone (ONNX Runtime in
+Per row: images/s (the crops the server's backend scored in the measured window, from its
+/metrics, per image), latency p50 / p95 / p99 of the answers, and the mean requests and crops per
+backend call. "backend" is the same model's backend alone (ONNX Runtime in
 this process, the server idle) at the batch size the server formed, so "% of backend" is what
 serving costs. Target: at 32 clients, crops >= 90% of the backend's throughput at the same batch.
 Overload: --overload-seconds of 256 clients against a queue limit of 64 images: every request must
@@ -119,11 +120,16 @@ def payloads(model_name: str, mode: str, scorer, per_request: int) -> list[tuple
     return out
 
 
-async def load(port: int, clients: int, seconds: float, warmup: float, requests: list) -> dict:
-    """Closed-loop clients for warmup + seconds; latencies of the answers after the warm-up."""
+async def load(port: int, clients: int, seconds: float, warmup: float, requests: list, scrape=None) -> dict:
+    """Closed-loop clients for warmup + seconds; latencies of the answers after the warm-up, and the
+    server's metrics (`scrape()`) at the start and the end of the measured window."""
     began = time.perf_counter()
     measure_from, end = began + warmup, began + warmup + seconds
-    latencies, statuses = [], {}
+    latencies, statuses, scrapes = [], {}, {}
+
+    async def scrape_at(moment: float, key: str):
+        await asyncio.sleep(max(0.0, moment - time.perf_counter()))
+        scrapes[key] = (time.perf_counter(), await asyncio.to_thread(scrape))
 
     async def client(index: int):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -138,17 +144,22 @@ async def load(port: int, clients: int, seconds: float, warmup: float, requests:
                 statuses[status] = statuses.get(status, 0) + 1
         writer.close()
 
-    await asyncio.gather(*(client(i) for i in range(clients)))
+    watchers = [scrape_at(measure_from, "start"), scrape_at(end, "end")] if scrape else []
+    await asyncio.gather(*(client(i) for i in range(clients)), *watchers)
     ms = np.array(latencies) * 1000
-    return {"answered": len(latencies), "per_s": len(latencies) / seconds, "statuses": statuses,
+    return {"answered": len(latencies), "per_s": len(latencies) / seconds, "statuses": statuses, "scrapes": scrapes,
             "p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
             "p99": float(np.percentile(ms, 99))}
 
 
-def batch_means(before: dict, after: dict, name: str) -> tuple[float, float, float]:
-    """(requests per backend call, crops per call, seconds the backend was busy) between two scrapes."""
+def batch_means(before: dict, after: dict, name: str, total: bool = False):
+    """(requests per backend call, crops per call, seconds the backend was busy) between two scrapes;
+    with `total`, the crops scored."""
     def delta(key):
         return after.get(f'{key}{{model="{name}"}}', 0.0) - before.get(f'{key}{{model="{name}"}}', 0.0)
+
+    if total:
+        return delta("gamma_edge_serve_batch_crops_sum")
 
     calls = delta("gamma_edge_serve_batch_crops_count") or 1.0
     return (delta("gamma_edge_serve_batch_requests_sum") / calls, delta("gamma_edge_serve_batch_crops_sum") / calls,
@@ -191,15 +202,19 @@ def run_rows(args, scorer, name: str, per_request: int) -> list[dict]:
 
 
 def one_round(args, server, scorer, name, requests, clients, batch, per_request) -> dict:
+    """The backend alone, then the server under load. Throughput is counted by the server (crops its
+    backend scored in the measured window): with a slow model few answers fall in a window, and
+    counting them would quantize the figure; the clients' count is kept as "answered_per_s"."""
     backend = backend_images_per_s(scorer, batch, per_request, args.backend_seconds)
-    before = server.metrics()
-    began = time.perf_counter()
-    result = asyncio.run(load(server.port, clients, args.seconds, args.warmup, requests))
-    wall = time.perf_counter() - began
-    after = server.metrics()
-    result.update(backend_per_s=backend, rss_mb=after["process_resident_memory_bytes"] / 2 ** 20)
+    result = asyncio.run(load(server.port, clients, args.seconds, args.warmup, requests, server.metrics))
+    scrapes = result.pop("scrapes")
+    (began, before), (ended, after) = scrapes["start"], scrapes["end"]
+    wall = ended - began
     result["batch_requests"], result["batch_crops"], busy = batch_means(before, after, name)
-    result["busy"] = 100 * busy / wall          # share of the time a backend call was running (warm-up included)
+    crops = batch_means(before, after, name, total=True)
+    result.update(answered_per_s=result["per_s"], per_s=crops / per_request / wall, backend_per_s=backend,
+                  rss_mb=after["process_resident_memory_bytes"] / 2 ** 20,
+                  busy=100 * busy / wall)          # share of the window a backend call was running
     return result
 
 
@@ -251,7 +266,8 @@ def overload(args, scorer, name: str, per_request: int) -> dict:
     finally:
         code = server.stop()
     codes = [status for statuses in answers.values() for status in statuses]
-    return {"sent": sent[0], "answered": len(codes), "lost": lost[0], "twice": sum(len(s) > 1 for s in answers.values()),
+    return {"sent": sent[0], "answered": len(codes), "lost": lost[0],
+            "twice": sum(len(s) > 1 for s in answers.values()),
             "ok": codes.count(200), "refused_503": codes.count(503), "other": len(codes) - codes.count(200)
             - codes.count(503), "wrong_id": wrong[0], "rss_mb": [round(v, 1) for v in rss], "exit": code}
 

@@ -95,7 +95,8 @@ def bad_requests(jpeg: bytes):
          "not an image"),
         ("wrong Content-Type", "POST", "/score", jpeg, {"Content-Type": "text/plain"}, 415, "is not an image"),
         ("empty body", "POST", "/score", b"", {"Content-Type": "image/jpeg"}, 400, "empty"),
-        ("multipart without a file", "POST", "/score", b"--b\r\nContent-Disposition: form-data; name=x\r\n\r\n1\r\n--b--\r\n",
+        ("multipart without a file", "POST", "/score",
+         b"--b\r\nContent-Disposition: form-data; name=x\r\n\r\n1\r\n--b--\r\n",
          {"Content-Type": "multipart/form-data; boundary=b"}, 400, "holds no file"),
         ("JSON tensor of the wrong shape", "POST", "/v2/models/fake/infer", *infer_body([{
             "name": "crops", "datatype": "UINT8", "shape": [1, 4, 4, 3], "data": [0] * 48}]), 400,
@@ -148,7 +149,8 @@ def test_bodies_over_the_limit_are_refused(server):
         answer = read_answer(sock)
     assert answer.startswith(b"HTTP/1.1 413") and b"is 13631488 bytes, above this server's limit" in answer
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
         sender = threading.Thread(target=send_chunks, args=(sock, 13), daemon=True)
         sender.start()
         answer = read_answer(sock)

@@ -96,7 +96,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         inputs.append(tensor)
         offset += used
     if offset != len(binary):
-        raise RequestRefused(400, f"the body holds {len(binary) - offset} bytes that no input's binary_data_size claims")
+        raise RequestRefused(400, f"the body holds {len(binary) - offset} bytes that no input's "
+                                  f"binary_data_size claims")
     parameters = document.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise RequestRefused(400, "the request's 'parameters' must be an object")
