@@ -220,8 +220,8 @@ def one_round(args, server, scorer, name, requests, clients, batch, per_request)
 
 def overload(args, scorer, name: str, per_request: int) -> dict:
     """256 clients against a 64-image queue limit: each request answered once, with its own id."""
-    server = Server(args.model, name, "--batch", str(args.batch), "--max-queue", str(64 * per_request))
     [(_, sample)] = payloads(name, "crops", scorer, per_request)[:1]
+    server = Server(args.model, name, "--batch", str(args.batch), "--max-queue", str(64 * per_request))
     header_length = sample.index(b"}]}") + 3
     tensor = sample[header_length:]
     sent, answers, wrong, rss = [0], {}, [0], []
