@@ -21,6 +21,8 @@ COMMANDS = {
             "Score a camera, video file or network stream live (torch-free)."),
     "baseline": ("runtime.commands.baseline:baseline_command",
                  "Show or reset the normal each watched camera has learned (torch-free)."),
+    "serve": ("runtime.commands.serve:serve_command",
+              "Serve models over HTTP to other programs (KServe v2 / Triton protocol, POST /score)."),
     "export": ("export.cli:export_command",
                "Export a checkpoint to per-scene ONNX / OpenVINO graphs (FP32, FP16, INT8)."),
     "convert": ("gamma_edge.commands.convert:convert_command",

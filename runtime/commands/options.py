@@ -49,10 +49,8 @@ class ModelChoice:
     quiet: bool = False
 
 
-model_options = option_group(ModelChoice, "choice", [
-    click.option("--model", "-m", type=click.Path(path_type=Path), default=None,
-                 help="Exported model folder (holding manifest.json), or its .onnx / .xml file. "
-                      "Default: the embedded demo model."),
+# The options after --model, shared with `gamma-edge serve` (which takes several --model).
+ENGINE_OPTIONS = [
     click.option("--backend", type=click.Choice(("auto", "onnxruntime", "openvino")), default="auto",
                  show_default=True, help="Inference engine; auto follows the model's kind."),
     click.option("--device", type=click.Choice(("auto", "cpu", "cuda", "tensorrt", "gpu", "npu")),
@@ -70,6 +68,12 @@ model_options = option_group(ModelChoice, "choice", [
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random10 crops."),
     click.option("--scene", default=None, help="Scene to score (default: the model's first)."),
     click.option("--quiet", "-q", is_flag=True, help="No progress bar or backend line on stderr."),
+]
+model_options = option_group(ModelChoice, "choice", [
+    click.option("--model", "-m", type=click.Path(path_type=Path), default=None,
+                 help="Exported model folder (holding manifest.json), or its .onnx / .xml file. "
+                      "Default: the embedded demo model."),
+    *ENGINE_OPTIONS,
 ])
 
 
