@@ -36,7 +36,7 @@ EVENTS_KEPT = 50
 EVENT_FIELDS = ("event", "camera", "time", "state", "previous", "score", "smoothed", "threshold", "reason",
                 "contrast", "change", "gap_s")
 ALERTS = ("degraded", "covered", "frozen", "source_lost")
-LISTEN_PATTERN = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]]*))?:?(?P<port>\d{1,5})$")
+LISTEN_PATTERN = re.compile(r"^(?:(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]]*)):)?(?P<port>\d{1,5})$")
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,8 @@ class History:
     """One point per `step_s` (the mean of the samples taken in it) for the last `span_s`."""
 
     def __init__(self, step_s: float = HISTORY_STEP_S, span_s: float = HISTORY_SPAN_S):
-        self.step_s = step_s
-        self.buckets: deque = deque(maxlen=max(1, round(span_s / step_s)))    # [index, sum, count]
+        self.step_s, self.points = step_s, max(1, round(span_s / step_s))
+        self.buckets: deque = deque()             # [index, sum, count], oldest first
 
     def add(self, t: float, value: float) -> None:
         index = int(t // self.step_s)
@@ -122,6 +122,8 @@ class History:
             self.buckets[-1][2] += 1
         else:
             self.buckets.append([index, value, 1])
+            while self.buckets[0][0] <= index - self.points:     # older than the span (a gap counts too)
+                self.buckets.popleft()
 
     def as_dict(self) -> dict:
         """{step_s, first_t (seconds since the run started), values}: None where nothing was scored."""
@@ -199,6 +201,16 @@ class FleetView:
                 "history_step_s": self.history_step_s, "cameras": cameras, "events": events}
 
 
+def load_server():
+    """The server class, or one sentence when its libraries are not installed."""
+    try:
+        from runtime.outputs.web_server import PageServer
+    except ImportError as exc:
+        raise UserError(f"--web needs aiohttp and aiohttp-sse ({exc.name} is missing); "
+                        f"pip install 'gamma-edge[fleet]'") from None
+    return PageServer
+
+
 class WebPage:
     """The page as an output of the fleet: checked when built (address, token), served by start()."""
 
@@ -206,17 +218,16 @@ class WebPage:
                  log: Callable[[str], None] = print, history_step_s: float = HISTORY_STEP_S, snapshot_every_s: float = SNAPSHOT_EVERY_S):
         self.listen = parse_listen(listen)
         self.token = read_token(token_file, self.listen)
+        self.server_class = load_server()
         self.view = FleetView(feeds, host, time.monotonic(), history_step_s)
         self.log, self.snapshot_every_s = log, snapshot_every_s
         self.server = None
 
     def start(self, started: float | None = None) -> "WebPage":
         """Serve the page; `started` (time.monotonic()) is when the run began: its uptime counts from it."""
-        from runtime.outputs.web_server import PageServer
-
         if started is not None:
             self.view.started = started
-        self.server = PageServer(self.view, self.listen, self.token, self.snapshot_every_s).start()
+        self.server = self.server_class(self.view, self.listen, self.token, self.snapshot_every_s).start()
         guarded = "; it asks for the token" if self.token else ""
         self.log(f"page on {self.listen.url(self.port)}{guarded}")
         return self

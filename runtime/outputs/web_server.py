@@ -138,9 +138,9 @@ class PageServer:
             app.router.add_get(path, self._static)
         self.changed = asyncio.Condition()
         self.woken = asyncio.Event()
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.listen.host, self.listen.port, shutdown_timeout=1.0)
+        site = web.TCPSite(self.runner, self.listen.host, self.listen.port)
         try:
             await site.start()
         except OSError:
