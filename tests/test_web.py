@@ -91,7 +91,7 @@ def test_the_page_in_chromium_shows_every_camera_and_a_degrading_one_live(tmp_pa
             pytest.fail("chromium is missing: .ci/run installs it (apt-get install chromium)")
         pytest.skip("chromium is not installed (apt-get install chromium)")
     photo = cv2.resize(cv2.imread(str(PHOTO)), (320, 240), interpolation=cv2.INTER_AREA)
-    blurring = scripted(live_scene(photo), [(60, 999, blur_ramp(photo, 60, 20, sigma=6.0))])   # from 3 s on
+    blurring = scripted(live_scene(photo), [(80, 999, blur_ramp(photo, 80, 20, sigma=6.0))])   # from 4 s on
     servers = {"gate": MjpegServer([Serve(1000, interval=0.05, picture=live_scene(photo, seed=1))]),
                "dock": MjpegServer([Serve(1000, interval=0.05, picture=live_scene(photo, seed=2))]),
                "yard": MjpegServer([Serve(1000, interval=0.05, picture=blurring)])}
@@ -104,9 +104,10 @@ def test_the_page_in_chromium_shows_every_camera_and_a_degrading_one_live(tmp_pa
                          FleetOptions(jsonl=io.StringIO(), web="127.0.0.1:0", duration_s=40, backoff=(0.05, 0.2)),
                          log=lambda line: None)
     runner.web.view.history_step_s = 1.0        # a sparkline within seconds (a point a minute in a real run)
+    thread = None
     try:
-        thread = run_in_thread(runner)
-        with Browser() as browser:
+        with Browser(height=720) as browser:        # started first: its start-up time varies most
+            thread = run_in_thread(runner)
             page = browser.open(f"http://127.0.0.1:{runner.web.port}/")
             seen = page.wait_for(f"(t => t.length === 3 && t.every(([, s]) => s === 'ok') && t)({TILES})", 15)
             assert seen == [["gate", "ok"], ["dock", "ok"], ["yard", "ok"]], page.evaluate(TILES)
@@ -136,7 +137,8 @@ def test_the_page_in_chromium_shows_every_camera_and_a_degrading_one_live(tmp_pa
         connection.close()
     finally:
         runner.stop.set()
-        thread.join(30)
+        if thread is not None:
+            thread.join(30)
         for server in servers.values():
             server.stop()
 
