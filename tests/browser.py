@@ -89,8 +89,9 @@ class Browser:
                  "--hide-scrollbars", "--mute-audio", "--force-device-scale-factor=1"]
         if os.geteuid() == 0:                        # CI runs as root, where chromium's sandbox cannot start
             flags.append("--no-sandbox")
+        # TMPDIR: chromium's own temporary folders go with the profile, not into /tmp
         self.process = subprocess.Popen([self.executable, *flags, "about:blank"], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+                                        stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": str(self.profile)})
         self.port = self._debugging_port()
         return self
 

@@ -49,7 +49,7 @@ class Snapshots:
 
     def __init__(self, every_s: float):
         self.every_s = every_s
-        self.made: dict[str, tuple[bytes, float, int]] = {}      # camera -> (jpeg, when, id of the image)
+        self.made: dict[str, tuple[bytes, float, float]] = {}    # camera -> (jpeg, when, the frame's capture time)
         self.locks: dict[str, asyncio.Lock] = {}
         self.encoder = ThreadPoolExecutor(1, thread_name_prefix="gamma-web-jpeg")
         self.encoded = 0
@@ -57,13 +57,13 @@ class Snapshots:
     async def get(self, feed) -> bytes | None:
         name = feed.camera.name
         async with self.locks.setdefault(name, asyncio.Lock()):     # many pages, one encoding
-            jpeg, made_at, image_id = self.made.get(name, (None, -1e9, None))
-            image = getattr(feed, "last_image", None)
-            if image is None or time.monotonic() - made_at < self.every_s or id(image) == image_id:
+            jpeg, made_at, frame_at = self.made.get(name, (None, -1e9, None))
+            image, captured = feed.last_image, feed.last_frame_at     # a new frame: a new capture time
+            if image is None or time.monotonic() - made_at < self.every_s or captured == frame_at:
                 return jpeg
             encoded = await asyncio.get_running_loop().run_in_executor(self.encoder, encode, image)
             self.encoded += 1
-            self.made[name] = (encoded, time.monotonic(), id(image))
+            self.made[name] = (encoded, time.monotonic(), captured)
             return encoded
 
     def close(self) -> None:
@@ -165,6 +165,7 @@ class PageServer:
     async def _close(self) -> None:
         self.closing = True
         self.ticker.cancel()
+        await asyncio.gather(self.ticker, return_exceptions=True)     # ended before its loop closes
         async with self.changed:
             self.changed.notify_all()
         await self.runner.cleanup()

@@ -9,6 +9,12 @@ const tiles = new Map();            // camera name -> its elements
 let histories = {};
 let historyStep = 60;
 let lastData = 0;
+let shownEvents = "";
+
+// Only what changed is written: a page left open all day costs its browser next to nothing.
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
 
 function el(tag, className, parent) {
   const node = document.createElement(tag);
@@ -81,6 +87,9 @@ function sparkline(svg, camera) {
   const history = histories[camera.name] || {values: []};
   const values = history.values.slice();
   if (camera.smoothed != null) values.push(camera.smoothed);
+  const key = `${values.length},${values[values.length - 1]},${values[0]},${camera.threshold}`;
+  if (svg.dataset.key === key) return;
+  svg.dataset.key = key;
   while (svg.firstChild) svg.removeChild(svg.firstChild);
   const y = v => (38 - 2 - v * 34).toFixed(2);          // scores 0..1, the same scale on every tile
   if (camera.threshold != null) {
@@ -107,21 +116,26 @@ function sparkline(svg, camera) {
 
 function renderCamera(camera) {
   const t = tile(camera.name);
-  t.root.className = `tile state-${camera.state}`;
-  t.root.dataset.state = camera.state;
-  t.badge.textContent = camera.state;
-  t.since.textContent = `${camera.state} for ${duration(camera.state_for_s)}`;
+  if (t.root.dataset.state !== camera.state) {
+    t.root.className = `tile state-${camera.state}`;
+    t.root.dataset.state = camera.state;
+  }
+  setText(t.badge, camera.state);
+  setText(t.since, `${camera.state} for ${duration(camera.state_for_s)}`);
   const alert = camera.alert;
-  t.why.textContent = alert ? `${alert.event.replace("_", " ")} at ${clock(alert.time)}${detail(alert) ? ": " + detail(alert) : ""}`
-                            : "no alert since the start";
+  setText(t.why, alert ? `${alert.event.replace("_", " ")} at ${clock(alert.time)}${detail(alert) ? ": " + detail(alert) : ""}`
+                       : "no alert since the start");
   t.why.classList.toggle("quiet", !alert || camera.state === "ok");
-  t.value.textContent = number(camera.smoothed);
-  t.label.textContent = "smoothed\nscore";
-  t.frame.textContent = `last frame ${duration(camera.seconds_since_frame)} ago`;
+  setText(t.value, number(camera.smoothed));
+  setText(t.label, "smoothed\nscore");
+  setText(t.frame, `last frame ${duration(camera.seconds_since_frame)} ago`);
   sparkline(t.spark, camera);
 }
 
 function renderEvents(events) {
+  const key = `${events.length} ${JSON.stringify(events[0] || null)}`;
+  if (key === shownEvents) return;
+  shownEvents = key;
   const body = document.getElementById("events");
   body.replaceChildren();
   if (!events.length) {
@@ -151,19 +165,24 @@ function render(data) {
     renderCamera(camera);
   }
   const order = ["lost", "covered", "frozen", "degraded", "starting", "ok"];
-  document.getElementById("summary").textContent = `${data.cameras.length} camera${data.cameras.length === 1 ? "" : "s"}: ` +
-    order.filter(s => counts[s]).map(s => `${counts[s]} ${s}`).join(", ");
-  const h = data.host;
-  const host = document.getElementById("host");
-  host.replaceChildren();
-  const facts = [["host", h.host], ["model", `${h.model}${h.backbone ? " (" + h.backbone + ")" : ""}, scenes ${h.scenes.join(", ")}, crops ${h.crops}`],
-                 ["engine", h.engine], ["precision", h.precision], ["up", duration(data.uptime_s)]];
-  facts.forEach(([label, value], i) => {
-    if (i) host.appendChild(document.createTextNode("  \u00b7  "));
-    el("b", "", host).textContent = `${label} `;
-    host.appendChild(document.createTextNode(value));
-  });
+  setText(document.getElementById("summary"), `${data.cameras.length} camera${data.cameras.length === 1 ? "" : "s"}: ` +
+    order.filter(s => counts[s]).map(s => `${counts[s]} ${s}`).join(", "));
+  renderHost(data.host, data.uptime_s);
   renderEvents(data.events);
+}
+
+function renderHost(h, uptime) {
+  const host = document.getElementById("host");
+  if (!host.firstChild) {
+    const facts = [["host", h.host], ["model", `${h.model}${h.backbone ? " (" + h.backbone + ")" : ""}, scenes ${h.scenes.join(", ")}, crops ${h.crops}`],
+                   ["engine", h.engine], ["precision", h.precision], ["up", ""]];
+    facts.forEach(([label, value], i) => {
+      if (i) host.appendChild(document.createTextNode("  \u00b7  "));
+      el("b", "", host).textContent = `${label} `;
+      host.appendChild(document.createTextNode(value));
+    });
+  }
+  setText(host.lastChild, duration(uptime));
 }
 
 async function getJSON(path) {
