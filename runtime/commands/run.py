@@ -181,7 +181,7 @@ def run_command(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoi
     stops waiting for a stalled source.
 
     Several live sources (NAME=SOURCE, or cam1, cam2, ... in order), a --config file,
-    --mqtt or --metrics-port make a fleet: one model, frames of all cameras batched into
+    --mqtt, --metrics-port or --web make a fleet: one model, frames of all cameras batched into
     one backend call, per-camera quality events (degraded, recovered, source_lost,
     source_back, frozen, covered ...) to the JSON lines and MQTT (docs/fleet.md).
 
@@ -199,7 +199,7 @@ def run_command(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoi
       gamma-edge run http://cam.local/video.mjpg --retries 10 --backoff 1 --backoff-max 30
       gamma-edge run 0 --show --smooth 10
       gamma-edge run gate=rtsp://10.0.0.11/s1 dock=rtsp://10.0.0.12/s1 --fps 2 --threshold 0.45 --mqtt broker.local
-      gamma-edge run --config cameras.yaml --metrics-port 9108
+      gamma-edge run --config cameras.yaml --metrics-port 9108 --web 127.0.0.1:8080
     """
     from runtime.live.source import quiet_native_logs
 

@@ -82,6 +82,11 @@ def _evidence(value) -> str:
     return value
 
 
+def _address(value) -> str:
+    """HOST:PORT, or a bare port (YAML reads `listen: 8080` as a number); checked in full where it is served."""
+    return _text(str(value) if isinstance(value, int) and not isinstance(value, bool) else value)
+
+
 def _port(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise ValueError("a port number from 1 to 65535 (0: any free port)")
@@ -99,7 +104,7 @@ MQTT_SETTINGS: dict[str, Callable] = {"url": _text, "prefix": _text, "client_id"
 METRICS_SETTINGS: dict[str, Callable] = {"port": _port, "host": _text}
 WEBHOOK_SETTINGS: dict[str, Callable] = {"url": _text}
 BASELINE_SETTINGS: dict[str, Callable] = {"file": _text}
-WEB_SETTINGS: dict[str, Callable] = {"listen": _text, "token_file": _text}
+WEB_SETTINGS: dict[str, Callable] = {"listen": _address, "token_file": _text}
 SECTIONS = ("cameras", "defaults", "mqtt", "metrics", "webhook", "baseline", "web")
 
 
