@@ -249,3 +249,11 @@ def test_history_keeps_one_mean_a_step_with_gaps_and_forgets_the_oldest():
         history.add(t, value)
     assert history.as_dict() == {"step_s": 60, "first_t": 60, "values": [0.5, None, 0.4]}
     assert History().as_dict()["values"] == []
+
+
+def test_the_configs_web_table(tmp_path):
+    from runtime.fleet.config import load_config
+
+    config = tmp_path / "cameras.yaml"
+    config.write_text("cameras:\n  - {name: gate, source: 'rtsp://x/1'}\nweb: {listen: 8080, token_file: /etc/t}\n")
+    assert load_config(config).web == {"listen": "8080", "token_file": "/etc/t"}
