@@ -80,6 +80,7 @@ function tile(name) {
   score.appendChild(parts.spark);
   parts.frame = el("div", "frame", body);
   tiles.set(name, parts);
+  sight.observe(root);
   return parts;
 }
 
@@ -196,23 +197,43 @@ async function refreshHistory() {
   setTimeout(refreshHistory, Math.min(Math.max(historyStep, 2), 60) * 1000);
 }
 
-// One picture request per camera at a time, every PICTURE_EVERY_MS while the page is visible.
-async function refreshPicture(name) {
-  const t = tiles.get(name);
-  if (document.visibilityState === "visible") {
-    try {
-      const response = await fetch(`api/snapshot/${encodeURIComponent(name)}.jpg`, {cache: "no-store"});
-      if (response.ok) {
-        const url = URL.createObjectURL(await response.blob());
-        const old = t.img.src;
-        t.img.src = url;
-        await t.img.decode().catch(() => {});
-        if (old.startsWith("blob:")) URL.revokeObjectURL(old);
-        t.img.hidden = false;
-        t.nopic.hidden = true;
-      }
-    } catch (e) { /* shown again at the next try */ }
+// Tiles scrolled out of sight fetch no picture: decoding and painting pictures is most of what the
+// page costs its browser, and a fleet of 30 cameras seldom fits on one screen.
+const inSight = new Set();
+const sight = new IntersectionObserver(entries => {
+  for (const entry of entries) {
+    const name = entry.target.dataset.camera;
+    if (!entry.isIntersecting) { inSight.delete(name); continue; }
+    inSight.add(name);
+    if (tiles.get(name).img.hidden) fetchPicture(name);      // a tile coming into sight needs no wait
   }
+});
+
+async function fetchPicture(name) {
+  const t = tiles.get(name);
+  if (t.busy) return;
+  t.busy = true;
+  try {
+    const response = await fetch(`api/snapshot/${encodeURIComponent(name)}.jpg`, {cache: "no-store"});
+    if (response.ok) {
+      const url = URL.createObjectURL(await response.blob());
+      const old = t.img.src;
+      t.img.src = url;
+      await t.img.decode().catch(() => {});
+      if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+      t.img.hidden = false;
+      t.nopic.hidden = true;
+    }
+  } catch (e) {
+    /* shown again at the next try */
+  } finally {
+    t.busy = false;
+  }
+}
+
+// A picture every PICTURE_EVERY_MS per camera while its tile is in sight and the page visible.
+function refreshPicture(name) {
+  if (document.visibilityState === "visible" && inSight.has(name)) fetchPicture(name);
   setTimeout(() => refreshPicture(name), PICTURE_EVERY_MS);
 }
 
