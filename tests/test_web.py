@@ -121,7 +121,10 @@ def test_the_page_in_chromium_shows_every_camera_and_a_degrading_one_live(tmp_pa
             assert "degraded at" in page.evaluate("document.querySelector('[data-camera=yard] .why').textContent")
             assert page.evaluate("document.querySelector('#events').textContent").count("degraded") == 1
             page.wait_for("document.querySelectorAll('[data-camera=yard] .spark polyline').length", 5)
-            time.sleep(1.0)                                     # the sparkline and pictures catch up
+            for _ in range(2):      # the second new picture was encoded after the event (one per 2 s at most)
+                shown_then = page.evaluate("document.querySelector('[data-camera=yard] img').src")
+                page.wait_for(f"document.querySelector('[data-camera=yard] img').src !== {json.dumps(shown_then)}", 5)
+            time.sleep(0.3)
             screenshot = page.screenshot(tmp_path / "fleet-page.png")
             shown = page.evaluate("document.documentElement.outerHTML")
         keep_artefact(screenshot)
