@@ -84,6 +84,14 @@ class FleetChoice:
         return any(value is not None for value in (self.config, self.mqtt, self.metrics_port, self.webhook))
 
 
+@dataclasses.dataclass(frozen=True)
+class WebChoice:
+    """The fleet's live page: where it is served, and the token it asks for off this machine."""
+
+    web: str | None = None
+    web_token_file: Path | None = None
+
+
 live_options = option_group(LiveChoice, "live", [
     click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Score every N-th frame."),
     click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -147,13 +155,24 @@ fleet_options = option_group(FleetChoice, "fleet", [
 ])
 
 
+web_options = option_group(WebChoice, "web", [
+    click.option("--web", default=None, metavar="HOST:PORT",
+                 help="Fleet: serve a live page of the cameras here (127.0.0.1:8080; another address needs "
+                      "a token). Port 0: any free port."),
+    click.option("--web-token-file", type=click.Path(path_type=Path), default=None,
+                 help="Fleet: the page asks for the token in this file (else in $GAMMA_EDGE_WEB_TOKEN)."),
+])
+
+
 @click.command("run")
 @click.argument("sources", nargs=-1, metavar="[SOURCE]...")
 @model_options
 @live_options
 @watch_options
 @fleet_options
-def run_command(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoice, fleet: FleetChoice):
+@web_options
+def run_command(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoice, fleet: FleetChoice,
+                web: WebChoice):
     """Score a camera, video file or network stream as it plays; or a fleet of cameras.
 
     SOURCE is a camera index or 'camera', a video file, or an rtsp:// / http:// stream.
@@ -162,7 +181,7 @@ def run_command(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoi
     stops waiting for a stalled source.
 
     Several live sources (NAME=SOURCE, or cam1, cam2, ... in order), a --config file,
-    --mqtt or --metrics-port make a fleet: one model, frames of all cameras batched into
+    --mqtt, --metrics-port or --web make a fleet: one model, frames of all cameras batched into
     one backend call, per-camera quality events (degraded, recovered, source_lost,
     source_back, frozen, covered ...) to the JSON lines and MQTT (docs/fleet.md).
 
@@ -180,7 +199,7 @@ def run_command(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoi
       gamma-edge run http://cam.local/video.mjpg --retries 10 --backoff 1 --backoff-max 30
       gamma-edge run 0 --show --smooth 10
       gamma-edge run gate=rtsp://10.0.0.11/s1 dock=rtsp://10.0.0.12/s1 --fps 2 --threshold 0.45 --mqtt broker.local
-      gamma-edge run --config cameras.yaml --metrics-port 9108
+      gamma-edge run --config cameras.yaml --metrics-port 9108 --web 127.0.0.1:8080
     """
     from runtime.live.source import quiet_native_logs
 
@@ -188,8 +207,8 @@ def run_command(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoi
         raise click.UsageError("give a SOURCE (or several), or --config FILE")
     if not live.verbose:
         quiet_native_logs()             # before any capture or writer loads FFmpeg
-    if _is_fleet(sources, fleet):
-        _run_fleet(sources, choice, live, watch, fleet)
+    if _is_fleet(sources, fleet) or web.web is not None:
+        _run_fleet(sources, choice, live, watch, fleet, web)
     else:
         _run_one(sources[0], choice, live, watch)
 
@@ -283,7 +302,8 @@ def _given_on_command_line(*choices) -> dict:
     return given
 
 
-def _run_fleet(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoice, fleet: FleetChoice) -> None:
+def _run_fleet(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoice, fleet: FleetChoice,
+               web: WebChoice = WebChoice()) -> None:
     """`gamma-edge run` for a fleet of cameras (runtime/fleet)."""
     from runtime.fleet.config import cameras_from_sources, load_config
     from runtime.fleet.runner import FleetRunner
@@ -300,7 +320,7 @@ def _run_fleet(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoic
         baseline_file = default_baseline_file(live, watch, [camera.name for camera in cameras])
         with jsonl_stream(live) as stream:
             scorer = make_scorer(choice)
-            options = _fleet_options(live, fleet, loaded, stream, baseline_file)
+            options = _web_options(_fleet_options(live, fleet, loaded, stream, baseline_file), web, loaded)
             runner = FleetRunner(scorer, cameras, options)
             with runner.signals():
                 summary = runner.run()
@@ -328,6 +348,14 @@ def _fleet_options(live: LiveChoice, fleet: FleetChoice, loaded, jsonl, baseline
         metrics_port=fleet.metrics_port if fleet.metrics_port is not None else metrics.get("port"),
         metrics_host=fleet.metrics_host or metrics.get("host", "0.0.0.0"),
         baseline_file=str(baseline_file))
+
+
+def _web_options(options, web: WebChoice, loaded):
+    """The page's address and token file: the command line's, else the config file's `web` table."""
+    page = loaded.web if loaded else {}
+    token_file = web.web_token_file or page.get("token_file")
+    return dataclasses.replace(options, web=web.web or page.get("listen"),
+                               web_token_file=str(token_file) if token_file else None)
 
 
 def _refuse_single_source_options(live: LiveChoice) -> None:

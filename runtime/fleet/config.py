@@ -8,6 +8,7 @@
     baseline: {file: /var/lib/gamma-edge/baselines.json}
     metrics: {port: 9108}
     webhook: {url: http://alerts.local/gamma}
+    web: {listen: 127.0.0.1:8080}                  # the live page; token_file: FILE off this machine
 
 Every key is checked: a misspelt one is named, never silently ignored (docs/fleet.md).
 """
@@ -81,6 +82,11 @@ def _evidence(value) -> str:
     return value
 
 
+def _address(value) -> str:
+    """HOST:PORT, or a bare port (YAML reads `listen: 8080` as a number); checked in full where it is served."""
+    return _text(str(value) if isinstance(value, int) and not isinstance(value, bool) else value)
+
+
 def _port(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise ValueError("a port number from 1 to 65535 (0: any free port)")
@@ -98,7 +104,8 @@ MQTT_SETTINGS: dict[str, Callable] = {"url": _text, "prefix": _text, "client_id"
 METRICS_SETTINGS: dict[str, Callable] = {"port": _port, "host": _text}
 WEBHOOK_SETTINGS: dict[str, Callable] = {"url": _text}
 BASELINE_SETTINGS: dict[str, Callable] = {"file": _text}
-SECTIONS = ("cameras", "defaults", "mqtt", "metrics", "webhook", "baseline")
+WEB_SETTINGS: dict[str, Callable] = {"listen": _address, "token_file": _text}
+SECTIONS = ("cameras", "defaults", "mqtt", "metrics", "webhook", "baseline", "web")
 
 
 @dataclass
@@ -108,6 +115,7 @@ class FleetConfig:
     metrics: dict = field(default_factory=dict)   # port, host
     webhook: dict = field(default_factory=dict)   # url
     baseline: dict = field(default_factory=dict)  # file
+    web: dict = field(default_factory=dict)       # listen, token_file
 
 
 def _checked(table: dict[str, Callable], values, where: str, path: str) -> dict:
@@ -209,7 +217,8 @@ def load_config(path: str | Path, overrides: dict | None = None) -> FleetConfig:
     return FleetConfig(fleet, mqtt=_checked(MQTT_SETTINGS, data.get("mqtt", {}), "'mqtt'", str(path)),
                        metrics=_checked(METRICS_SETTINGS, data.get("metrics", {}), "'metrics'", str(path)),
                        webhook=_checked(WEBHOOK_SETTINGS, data.get("webhook", {}), "'webhook'", str(path)),
-                       baseline=_checked(BASELINE_SETTINGS, data.get("baseline", {}), "'baseline'", str(path)))
+                       baseline=_checked(BASELINE_SETTINGS, data.get("baseline", {}), "'baseline'", str(path)),
+                       web=_checked(WEB_SETTINGS, data.get("web", {}), "'web'", str(path)))
 
 
 def cameras_from_sources(sources: list[str], overrides: dict | None = None) -> list[Camera]:

@@ -46,6 +46,7 @@ class Feed:
         self.blank_run = BlankRun()
         self.reader: LiveFrames | None = None
         self.last_frame_at: float | None = None
+        self.last_image: np.ndarray | None = None   # the newest picture, for a page (never copied here)
         self.replaced = 0                 # frames cropped, then replaced by a newer one before the backend took them
         self.shared_state: str | None = None   # the state last handed to the outputs
         self.done = False
@@ -73,7 +74,7 @@ class Feed:
         return notices, to_score
 
     def _on_frame(self, frame: Frame) -> tuple[bool, list[Notice]]:
-        self.last_frame_at = frame.captured
+        self.last_frame_at, self.last_image = frame.captured, frame.image
         if not self.selector(frame.index, frame.t):
             self.summary.skipped += 1
             return False, []

@@ -6,7 +6,7 @@ others. A frame goes one way: reader -> feed -> batcher -> feed -> outputs. Each
 turns what its reader delivered into records, quality events and states; the batcher scores the
 frames of all cameras in one backend call per batch, so N cameras cost about one backend-bound
 stream of N frames, not N sessions; the outputs (JSON lines, stderr, MQTT, webhook, snapshots,
-Prometheus) take what the feeds publish.
+Prometheus, the live page) take what the feeds publish.
 """
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ class FleetOptions(ReaderOptions):
     metrics_host: str = "0.0.0.0"
     baseline_file: str | None = None       # the cameras' conditions and normals, kept across restarts
     save_every_s: float = 30.0             # ... saved this often (and at the end)
+    web: str | None = None                 # HOST:PORT of the live page (runtime/outputs/web.py)
+    web_token_file: str | None = None      # the page's token (else GAMMA_EDGE_WEB_TOKEN); needed off 127.0.0.1
 
 
 class FleetRunner(LiveSession):
@@ -60,6 +62,7 @@ class FleetRunner(LiveSession):
         self.scene_indexes = [camera_scene_index(scorer, camera) for camera in cameras]
         self.snapshots = self._snapshots(options.snapshots)
         self.webhook = self._webhook(options.webhook)
+        self.web = self._web(options)
         self.feeds: list[Feed] = []
         self.started: float | None = None
         self.mqtt = self.metrics = None
@@ -84,6 +87,14 @@ class FleetRunner(LiveSession):
         from runtime.outputs.webhook import WebhookEvents
 
         return WebhookEvents(url, log=self.log)       # a malformed address is named before anything starts
+
+    def _web(self, options: FleetOptions):
+        """The page, checked now (address, token); it starts serving with the other outputs."""
+        if not options.web:
+            return None
+        from runtime.outputs.web import WebPage, host_facts
+
+        return WebPage(options.web, lambda: self.feeds, host_facts(self.scorer), token_file=options.web_token_file, log=self.log)
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> FleetSummary:
@@ -127,9 +138,15 @@ class FleetRunner(LiveSession):
                 raise
         if self.webhook is not None:
             self.webhook.start()
+        if self.web is not None:
+            try:
+                self.web.start(self.started)      # a port in use is one sentence, after the others close
+            except UserError:
+                Outputs([self.mqtt, self.webhook, self.metrics]).close()
+                raise
         # snapshots first: they name their file in the event the others send on
         self.outputs = Outputs([self.snapshots, self.jsonl, EventLog(self.log), self.mqtt, self.webhook,
-                                self.metrics])
+                                self.metrics, self.web])
 
     def _start_readers(self, started: float) -> None:
         """Open every source at once (a dead one costs its open timeout once, not once per camera),
@@ -243,4 +260,4 @@ class FleetRunner(LiveSession):
         summary.elapsed_s = elapsed
         self.emit(summary.as_dict())
         self._save()
-        Outputs([self.mqtt, self.webhook, self.metrics]).close()
+        Outputs([self.mqtt, self.webhook, self.metrics, self.web]).close()
