@@ -49,6 +49,23 @@ class FleetOptions(ReaderOptions):
     web_token_file: str | None = None      # the page's token (else GAMMA_EDGE_WEB_TOKEN); needed off 127.0.0.1
 
 
+
+def snapshots_output(folder: str | None):
+    if not folder:
+        return None
+    from runtime.outputs.snapshots import Snapshots
+
+    return Snapshots(folder)
+
+
+def webhook_output(url: str | None, log: Callable[[str], None]):
+    if not url:
+        return None
+    from runtime.outputs.webhook import WebhookEvents
+
+    return WebhookEvents(url, log=log)
+
+
 class FleetRunner(LiveSession):
     """Score every camera of a fleet with one scorer until stopped (or every camera has ended)."""
 
@@ -60,8 +77,8 @@ class FleetRunner(LiveSession):
         self.sources = [live_source(camera) for camera in cameras]
         self.preprocesses = [camera_preprocess(scorer, camera) for camera in cameras]
         self.scene_indexes = [camera_scene_index(scorer, camera) for camera in cameras]
-        self.snapshots = self._snapshots(options.snapshots)
-        self.webhook = self._webhook(options.webhook)
+        self.snapshots = snapshots_output(options.snapshots)
+        self.webhook = webhook_output(options.webhook, self.log)     # a malformed address is named now
         self.web = self._web(options)
         self.feeds: list[Feed] = []
         self.started: float | None = None
@@ -72,21 +89,6 @@ class FleetRunner(LiveSession):
         self.state_file = (StateFile(options.baseline_file, manifest_id(scorer.manifest.raw), self.log)
                            if options.baseline_file else None)
         self.batcher = Batcher(scorer, on_done=self.bell.set)
-
-    @staticmethod
-    def _snapshots(folder: str | None):
-        if not folder:
-            return None
-        from runtime.outputs.snapshots import Snapshots
-
-        return Snapshots(folder)
-
-    def _webhook(self, url: str | None):
-        if not url:
-            return None
-        from runtime.outputs.webhook import WebhookEvents
-
-        return WebhookEvents(url, log=self.log)       # a malformed address is named before anything starts
 
     def _web(self, options: FleetOptions):
         """The page, checked now (address, token); it starts serving with the other outputs."""
