@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from contract.errors import UserError, user_errors
+from runtime.commands.broker_options import BrokerChoice, broker_options, broker_settings
 from runtime.commands.options import ModelChoice, make_scorer, model_options, option_group
 from runtime.watch.baseline import MODES
 
@@ -153,7 +154,9 @@ fleet_options = option_group(FleetChoice, "fleet", [
 @live_options
 @watch_options
 @fleet_options
-def run_command(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoice, fleet: FleetChoice):
+@broker_options
+def run_command(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoice, fleet: FleetChoice,
+                broker: BrokerChoice):
     """Score a camera, video file or network stream as it plays; or a fleet of cameras.
 
     SOURCE is a camera index or 'camera', a video file, or an rtsp:// / http:// stream.
@@ -188,8 +191,8 @@ def run_command(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoi
         raise click.UsageError("give a SOURCE (or several), or --config FILE")
     if not live.verbose:
         quiet_native_logs()             # before any capture or writer loads FFmpeg
-    if _is_fleet(sources, fleet):
-        _run_fleet(sources, choice, live, watch, fleet)
+    if _is_fleet(sources, fleet) or broker.given():
+        _run_fleet(sources, choice, live, watch, fleet, broker)
     else:
         _run_one(sources[0], choice, live, watch)
 
@@ -224,6 +227,7 @@ def _run_one(source: str, choice: ModelChoice, live: LiveChoice, watch: WatchCho
     with user_errors():
         parsed = parse_source(source)
         baseline_file = default_baseline_file(live, watch, [parsed.text]) if parsed.live else watch.baseline_file
+        _check_outputs(None, baseline_file, watch)
         with jsonl_stream(live) as stream:        # every output path is checked before the model loads
             scorer = make_scorer(choice)
             options = RunOptions(scene=choice.scene, every=live.every, fps=live.fps, smooth=live.smooth,
@@ -256,6 +260,19 @@ def default_baseline_file(live: LiveChoice, watch: WatchChoice, names: list[str]
     return state / f"baselines-{key}.json"
 
 
+def _check_outputs(snapshots: Path | None, baseline_file: Path | None, watch: WatchChoice) -> None:
+    """The output paths are checked before the model loads (--jsonl when it is opened just after):
+    a folder that takes no file is one sentence now, not after minutes of loading."""
+    from contract.atomic import check_writable
+
+    if snapshots is not None:
+        from runtime.outputs.snapshots import Snapshots
+
+        Snapshots(snapshots)
+    if baseline_file is not None:       # the default one's folder is ours to make
+        check_writable(baseline_file, "--baseline-file", create_folder=watch.baseline_file is None)
+
+
 def _is_fleet(sources, fleet: FleetChoice) -> bool:
     """A fleet: several sources, a named one, a config file, or events / metrics asked for."""
     from runtime.fleet.config import split_name
@@ -283,10 +300,11 @@ def _given_on_command_line(*choices) -> dict:
     return given
 
 
-def _run_fleet(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoice, fleet: FleetChoice) -> None:
+def _run_fleet(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoice, fleet: FleetChoice,
+               broker: BrokerChoice) -> None:
     """`gamma-edge run` for a fleet of cameras (runtime/fleet)."""
     from runtime.fleet.config import cameras_from_sources, load_config
-    from runtime.fleet.runner import FleetRunner
+    from runtime.fleet.runner import FleetRunner, live_source
 
     with user_errors():
         _refuse_single_source_options(live)
@@ -298,9 +316,17 @@ def _run_fleet(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoic
         if loaded and loaded.baseline.get("file") and watch.baseline_file is None:
             watch = dataclasses.replace(watch, baseline_file=Path(loaded.baseline["file"]))
         baseline_file = default_baseline_file(live, watch, [camera.name for camera in cameras])
+        for camera in cameras:
+            live_source(camera)                 # a missing secret or a video file is named before the model loads
+        mqtt, homeassistant = broker_settings(fleet.mqtt, broker, loaded)    # files read before the model loads
+        if fleet.webhook or (loaded and loaded.webhook.get("url")):
+            from runtime.outputs.webhook import webhook_target
+
+            webhook_target(fleet.webhook or loaded.webhook["url"])
+        _check_outputs(fleet.snapshots, baseline_file, watch)
         with jsonl_stream(live) as stream:
             scorer = make_scorer(choice)
-            options = _fleet_options(live, fleet, loaded, stream, baseline_file)
+            options = _fleet_options(live, fleet, loaded, stream, baseline_file, mqtt, homeassistant)
             runner = FleetRunner(scorer, cameras, options)
             with runner.signals():
                 summary = runner.run()
@@ -310,8 +336,10 @@ def _run_fleet(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoic
     sys.exit(summary.exit_status)
 
 
-def _fleet_options(live: LiveChoice, fleet: FleetChoice, loaded, jsonl, baseline_file: Path):
-    """The fleet's settings: the command line's, else the config file's, else the defaults."""
+def _fleet_options(live: LiveChoice, fleet: FleetChoice, loaded, jsonl, baseline_file: Path, broker,
+                   homeassistant: dict):
+    """The fleet's settings: the command line's, else the config file's, else the defaults; the
+    broker and Home Assistant's settings as broker_settings() merged them."""
     from runtime.fleet.config import DEFAULT_MQTT_PREFIX
     from runtime.fleet.runner import FleetOptions
 
@@ -321,7 +349,8 @@ def _fleet_options(live: LiveChoice, fleet: FleetChoice, loaded, jsonl, baseline
         jsonl=jsonl, open_timeout=live.open_timeout, read_timeout=live.read_timeout, retries=live.retries,
         backoff=(live.backoff, live.backoff_max), max_frames=live.max_frames,
         snapshots=str(fleet.snapshots) if fleet.snapshots else None,
-        mqtt=fleet.mqtt or mqtt.get("url"),
+        mqtt=broker, ha_discovery=bool(homeassistant.get("discovery")),
+        ha_prefix=homeassistant.get("prefix", "homeassistant"),
         mqtt_prefix=fleet.mqtt_prefix or mqtt.get("prefix", DEFAULT_MQTT_PREFIX),
         mqtt_client_id=mqtt.get("client_id"),
         webhook=fleet.webhook or webhook.get("url"),

@@ -33,15 +33,30 @@ from runtime.outputs.log import EventLog
 
 WAKE_S = 0.1        # the loop looks at the readers' signals at least this often
 SAVE_S = 30.0       # the cameras' conditions and normals are saved this often (and at the end)
+STATE_EVERY_S = 10.0    # every camera's state (with its latest score) is published again this often
+
+
+def live_source(camera: Camera) -> Source:
+    """The camera's source, parsed (placeholders filled in): a live one, or one sentence."""
+    try:
+        source = parse_source(camera.source)
+    except UserError as exc:
+        raise UserError(f"camera '{camera.name}': {exc}") from None
+    if not source.live:
+        raise UserError(f"camera '{camera.name}': '{source.text}' is a video file; a fleet watches "
+                        f"cameras and streams, so score a file on its own with 'gamma-edge run FILE'")
+    return source
 
 
 @dataclass
 class FleetOptions(ReaderOptions):
     duration_s: float | None = None        # Python callers (tests, benchmarks): stop after this long
     snapshots: str | None = None           # folder for a JPEG of the frame at each event
-    mqtt: str | None = None                # broker URL
+    mqtt: object | None = None             # the broker: a URL, or runtime/outputs/broker.py's Broker
     mqtt_prefix: str = "gamma-edge"
     mqtt_client_id: str | None = None
+    ha_discovery: bool = False             # Home Assistant MQTT discovery of every camera
+    ha_prefix: str = "homeassistant"       # Home Assistant's discovery prefix
     webhook: str | None = None             # an http(s) URL each event is POSTed to
     metrics_port: int | None = None        # None: no endpoint; 0: any free port
     metrics_host: str = "0.0.0.0"
@@ -56,11 +71,13 @@ class FleetRunner(LiveSession):
         super().__init__(scorer, options, open_source, stop, log)
         self.cameras = cameras
         # checks made before anything starts: every mistake is named before a thread or socket opens
-        self.sources = [self._live_source(camera) for camera in cameras]
+        self.sources = [live_source(camera) for camera in cameras]
         self.preprocesses = [self._preprocess(camera) for camera in cameras]
         self.scene_indexes = [self._scene_index(camera) for camera in cameras]
         self.snapshots = self._snapshots(options.snapshots)
         self.webhook = self._webhook(options.webhook)
+        if options.ha_discovery and not options.mqtt:
+            raise UserError("--ha-discovery publishes over MQTT; give the broker with --mqtt (or mqtt.url in --config)")
         self.feeds: list[Feed] = []
         self.started: float | None = None
         self.mqtt = self.metrics = None
@@ -70,16 +87,6 @@ class FleetRunner(LiveSession):
         self.state_file = (StateFile(options.baseline_file, manifest_id(scorer.manifest.raw), self.log)
                            if options.baseline_file else None)
         self.batcher = Batcher(scorer, on_done=self.bell.set)
-
-    def _live_source(self, camera: Camera) -> Source:
-        try:
-            source = parse_source(camera.source)
-        except UserError as exc:
-            raise UserError(f"camera '{camera.name}': {exc}") from None
-        if not source.live:
-            raise UserError(f"camera '{camera.name}': '{camera.source}' is a video file; a fleet watches "
-                            f"cameras and streams, so score a file on its own with 'gamma-edge run FILE'")
-        return source
 
     def _preprocess(self, camera: Camera) -> Preprocess:
         if camera.crops is None or camera.crops == self.scorer.preprocess.crops:
@@ -109,7 +116,7 @@ class FleetRunner(LiveSession):
         """Start the endpoint, the broker link and the readers; score until stopped; summarise."""
         started = self.started = time.monotonic()
         self.feeds = [Feed(camera, self.sources[i], self.preprocesses[i], self.scene_indexes[i],
-                           self.new_summary(camera.source), started) for i, camera in enumerate(self.cameras)]
+                           self.new_summary(self.sources[i].text), started) for i, camera in enumerate(self.cameras)]
         summary = FleetSummary([(feed.name, feed.summary) for feed in self.feeds],
                                engine=self.scorer.backend.describe())
         self._restore()
@@ -133,21 +140,29 @@ class FleetRunner(LiveSession):
             self.metrics = FleetMetrics(lambda: self.feeds, STATES, EVENTS).serve(options.metrics_port,
                                                                                 options.metrics_host)
             self.log(f"metrics on http://{options.metrics_host}:{self.metrics.port}/metrics")
+        discovery = None
         if options.mqtt:
             from runtime.outputs.mqtt import MqttEvents
 
             try:
                 self.mqtt = MqttEvents(options.mqtt, lambda: [feed.watch.state_record() for feed in self.feeds],
                                        prefix=options.mqtt_prefix, client_id=options.mqtt_client_id,
-                                       log=self.log, on_reset=self._ask_reset).start()
+                                       log=self.log, on_reset=self._ask_reset)
             except UserError:
                 if self.metrics is not None:
                     self.metrics.close()
                 raise
+            if options.ha_discovery:
+                from runtime.outputs.homeassistant import HomeAssistantDiscovery
+
+                discovery = HomeAssistantDiscovery(self.mqtt, [camera.name for camera in self.cameras], STATES,
+                                                   options.ha_prefix, expire_after=round(6 * STATE_EVERY_S),
+                                                   log=self.log)
+            self.mqtt.start()
         if self.webhook is not None:
             self.webhook.start()
         # snapshots first: they name their file in the event the others send on
-        self.outputs = Outputs([self.snapshots, self.jsonl, EventLog(self.log), self.mqtt, self.webhook,
+        self.outputs = Outputs([self.snapshots, self.jsonl, EventLog(self.log), self.mqtt, discovery, self.webhook,
                                 self.metrics])
 
     def _start_readers(self, started: float) -> None:
@@ -157,7 +172,7 @@ class FleetRunner(LiveSession):
             captures = list(pool.map(self._open, self.feeds))
         for feed, capture in zip(self.feeds, captures):
             if capture is None:
-                self.log(f"{feed.name}: '{feed.camera.source}' could not be opened; retrying in the background")
+                self.log(f"{feed.name}: '{feed.source.text}' could not be opened; retrying in the background")
                 capture = ClosedCapture()
             feed.reader = LiveFrames(capture, feed.source, self.open_source, self.stop, started, self.options,
                                      on_newest=self.bell.set)
@@ -203,7 +218,7 @@ class FleetRunner(LiveSession):
     def _loop(self, summary: FleetSummary, started: float) -> None:
         """Gather and crop what is ready while the backend scores the previous batch."""
         deadline = started + self.options.duration_s if self.options.duration_s else None
-        saved = started
+        saved = shared = started
         while not self.stop.is_set():
             self.bell.wait(WAKE_S)
             self.bell.clear()
@@ -219,7 +234,17 @@ class FleetRunner(LiveSession):
             if self.resets or time.monotonic() - saved >= SAVE_S:
                 self._save()
                 saved = time.monotonic()
+            if time.monotonic() - shared >= STATE_EVERY_S:
+                self._share_states()
+                shared = time.monotonic()
         self._publish_batch(self.batcher.finish(), summary)
+
+    def _share_states(self) -> None:
+        """Every camera's state again, so its score stays fresh for subscribers (and Home Assistant's
+        expire_after) between events; cameras not yet started have nothing to say."""
+        for feed in self.feeds:
+            if feed.shared_state is not None:
+                self.outputs.publish_state(feed.watch.state_record())
 
     def _gather(self, feed: Feed) -> None:
         notices, frame = feed.gather()
