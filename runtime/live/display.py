@@ -77,11 +77,10 @@ class AnnotatedVideo:
             self.writer.release()
 
 
-# The base install is opencv-python-headless (pyproject.toml); both builds install the same cv2 files,
-# so the build with windows is put back on top of it, not beside it.
+# The base install is opencv-python-headless (pyproject.toml); the gui extra adds opencv-python, whose
+# cv2 files then lie over the headless ones (docs/runtime.md, "The window").
 NO_WINDOWS = ("--show needs OpenCV's build with windows, and this one is headless (gamma-edge's default); "
-              "pip install 'gamma-edge[gui]' && pip install --force-reinstall --no-deps opencv-python, "
-              "or use --save instead")
+              "install it with pip install 'gamma-edge[gui]', or use --save instead")
 
 
 def has_windows() -> bool:
