@@ -54,7 +54,7 @@ class HomeAssistantDiscovery:
         self.link, self.cameras, self.log = link, list(cameras), log
         self.discovery_prefix = discovery_prefix.rstrip("/")
         self.conditions = [state for state in states if state not in NOT_CONDITIONS]
-        self.states, self.expire_after = tuple(states), expire_after
+        self.expire_after = expire_after
         self.node = topic_id(link.prefix)
         self.version = _version()
         self.configs = self._configs()
@@ -108,9 +108,8 @@ class HomeAssistantDiscovery:
                 "quality", "Quality", state_class="measurement", suggested_display_precision=3,
                 value_template="{{ value_json.smoothed }}", expire_after=self.expire_after,
                 json_attributes_topic=state_topic, icon="mdi:camera-iris")),
-            ("sensor", "state", entity(
-                "state", "State", device_class="enum", options=list(self.states),
-                value_template="{{ value_json.state }}")),
+            # plain text, not device_class enum: Home Assistant's MQTT sensor took no `options` before 2024.4
+            ("sensor", "state", entity("state", "State", value_template="{{ value_json.state }}", icon="mdi:cctv")),
             ("sensor", "cause", entity(
                 "cause", "Cause", entity_category="diagnostic",
                 value_template="{{ value_json.reason | default('none') }}")),
