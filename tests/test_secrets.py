@@ -97,6 +97,32 @@ SECRETS = {"GateSecret1", "first.last@example.com", "GateToken2", "DockSecret3",
            "YardAuth5", "YardSecret6", "viewer@x.y", "HookSecret7", "hook.user", "HookToken8"}
 
 
+def run_process(command: list[str], env: dict, stdout_file: Path) -> tuple[int, str, str, str]:
+    """Run the fleet; its exit status, stdout, stderr, and its metrics page scraped while it scores."""
+    with open(stdout_file, "w") as stdout_handle:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=stdout_handle, stderr=subprocess.PIPE,
+                                   text=True)
+    stderr, metrics, endpoint = [], [], []
+
+    def read_stderr():
+        for line in process.stderr:
+            stderr.append(line)
+            if line.startswith("metrics on http://"):
+                endpoint.append(line.split()[2])
+            if line.startswith("gate: covered"):           # scraped while the fleet runs, once it scores
+                metrics.append(urllib.request.urlopen(endpoint[0], timeout=5).read().decode())
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        process.wait(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    reader.join(10)
+    return process.returncode, stdout_file.read_text(), "".join(stderr), "".join(metrics)
+
+
 @needs_mosquitto
 def test_no_secret_is_written_anywhere_by_a_fleet_run(tmp_path):
     pki = make_pki(tmp_path / "pki")
@@ -123,32 +149,11 @@ def test_no_secret_is_written_anywhere_by_a_fleet_run(tmp_path):
             "--ha-discovery", "--webhook", f"http://hook.user:HookSecret7@127.0.0.1:{hook_port}/hook?token=HookToken8",
             "--metrics-port", "0", "--metrics-host", "127.0.0.1", "--snapshots", str(snapshots),
             "--jsonl", str(jsonl)]
-        stdout_file = tmp_path / "stdout.txt"
-        with open(stdout_file, "w") as stdout_handle:
-            process = subprocess.Popen(command, cwd=REPO, env=env, stdout=stdout_handle, stderr=subprocess.PIPE,
-                                       text=True)
-        stderr, metrics, endpoint = [], [], []
-
-        def read_stderr():
-            for line in process.stderr:
-                stderr.append(line)
-                if line.startswith("metrics on http://"):
-                    endpoint.append(line.split()[2])
-                if line.startswith("gate: covered"):           # scraped while the fleet runs, once it scores
-                    metrics.append(urllib.request.urlopen(endpoint[0], timeout=5).read().decode())
-
-        reader = threading.Thread(target=read_stderr, daemon=True)
-        reader.start()
-        try:
-            process.wait(timeout=90)
-        finally:
-            if process.poll() is None:
-                process.kill()
-        reader.join(10)
+        returncode, stdout, stderr, metrics = run_process(command, env, tmp_path / "stdout.txt")
         assert subscriber.wait_for(lambda m: any(t == "gamma-edge/gate/event" for t, _, _ in m), 10)
         subscriber.close()
 
-    written = {"stdout": stdout_file.read_text(), "stderr": "".join(stderr), "metrics": "".join(metrics),
+    written = {"stdout": stdout, "stderr": stderr, "metrics": metrics,
                "mqtt": "\n".join(f"{t} {p.decode(errors='replace')}" for t, p, _ in subscriber.messages),
                "webhook bodies": "\n".join(body for _, _, body in posts),
                "snapshots": "\n".join(path.name for path in snapshots.iterdir())}
@@ -158,7 +163,7 @@ def test_no_secret_is_written_anywhere_by_a_fleet_run(tmp_path):
     assert found == set(), found
 
     # ... and the run really did write all of that, and still connected with its secrets
-    assert process.returncode == 3, written["stderr"]              # yard: source lost (--retries 0)
+    assert returncode == 3, written["stderr"]              # yard: source lost (--retries 0)
     assert "yard: 'http://***@127.0.0.1:" in written["stderr"] and "/cam?auth=***' could not be opened" in written["stderr"]
     assert "gate: covered" in written["stderr"] and "gamma_edge_score{" in written["metrics"]
     assert any(name.startswith("gate-") for name in written["snapshots"].split())

@@ -48,6 +48,41 @@ def live_source(camera: Camera) -> Source:
     return source
 
 
+def snapshots_output(folder: str | None):
+    if not folder:
+        return None
+    from runtime.outputs.snapshots import Snapshots
+
+    return Snapshots(folder)
+
+
+def webhook_output(url: str | None, log: Callable[[str], None]):
+    if not url:
+        return None
+    from runtime.outputs.webhook import WebhookEvents
+
+    return WebhookEvents(url, log=log)
+
+
+def broker_outputs(options, cameras: list[str], states: Callable[[], list[dict]], log: Callable[[str], None],
+                   on_reset: Callable[[str], None]):
+    """The broker link, started, and Home Assistant discovery on it when asked for (None, None
+    without a broker). Discovery listens to the link from its first connect."""
+    if not options.mqtt:
+        return None, None
+    from runtime.outputs.mqtt import MqttEvents
+
+    mqtt = MqttEvents(options.mqtt, states, prefix=options.mqtt_prefix, client_id=options.mqtt_client_id, log=log,
+                      on_reset=on_reset)
+    discovery = None
+    if options.ha_discovery:
+        from runtime.outputs.homeassistant import HomeAssistantDiscovery
+
+        discovery = HomeAssistantDiscovery(mqtt, cameras, STATES, options.ha_prefix,
+                                           expire_after=round(6 * STATE_EVERY_S), log=log)
+    return mqtt.start(), discovery
+
+
 @dataclass
 class FleetOptions(ReaderOptions):
     duration_s: float | None = None        # Python callers (tests, benchmarks): stop after this long
@@ -74,8 +109,8 @@ class FleetRunner(LiveSession):
         self.sources = [live_source(camera) for camera in cameras]
         self.preprocesses = [self._preprocess(camera) for camera in cameras]
         self.scene_indexes = [self._scene_index(camera) for camera in cameras]
-        self.snapshots = self._snapshots(options.snapshots)
-        self.webhook = self._webhook(options.webhook)
+        self.snapshots = snapshots_output(options.snapshots)
+        self.webhook = webhook_output(options.webhook, self.log)     # a malformed address is named now
         if options.ha_discovery and not options.mqtt:
             raise UserError("--ha-discovery publishes over MQTT; give the broker with --mqtt (or mqtt.url in --config)")
         self.feeds: list[Feed] = []
@@ -95,21 +130,6 @@ class FleetRunner(LiveSession):
 
     def _scene_index(self, camera: Camera) -> int:
         return scene_index(self.scorer.scenes, camera.scene or self.scorer.scene, f"camera '{camera.name}': ")
-
-    @staticmethod
-    def _snapshots(folder: str | None):
-        if not folder:
-            return None
-        from runtime.outputs.snapshots import Snapshots
-
-        return Snapshots(folder)
-
-    def _webhook(self, url: str | None):
-        if not url:
-            return None
-        from runtime.outputs.webhook import WebhookEvents
-
-        return WebhookEvents(url, log=self.log)       # a malformed address is named before anything starts
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> FleetSummary:
@@ -140,25 +160,14 @@ class FleetRunner(LiveSession):
             self.metrics = FleetMetrics(lambda: self.feeds, STATES, EVENTS).serve(options.metrics_port,
                                                                                 options.metrics_host)
             self.log(f"metrics on http://{options.metrics_host}:{self.metrics.port}/metrics")
-        discovery = None
-        if options.mqtt:
-            from runtime.outputs.mqtt import MqttEvents
-
-            try:
-                self.mqtt = MqttEvents(options.mqtt, lambda: [feed.watch.state_record() for feed in self.feeds],
-                                       prefix=options.mqtt_prefix, client_id=options.mqtt_client_id,
-                                       log=self.log, on_reset=self._ask_reset)
-            except UserError:
-                if self.metrics is not None:
-                    self.metrics.close()
-                raise
-            if options.ha_discovery:
-                from runtime.outputs.homeassistant import HomeAssistantDiscovery
-
-                discovery = HomeAssistantDiscovery(self.mqtt, [camera.name for camera in self.cameras], STATES,
-                                                   options.ha_prefix, expire_after=round(6 * STATE_EVERY_S),
-                                                   log=self.log)
-            self.mqtt.start()
+        try:
+            self.mqtt, discovery = broker_outputs(options, [camera.name for camera in self.cameras],
+                                                  lambda: [feed.watch.state_record() for feed in self.feeds],
+                                                  self.log, self._ask_reset)
+        except UserError:
+            if self.metrics is not None:
+                self.metrics.close()
+            raise
         if self.webhook is not None:
             self.webhook.start()
         # snapshots first: they name their file in the event the others send on
