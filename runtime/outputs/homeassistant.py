@@ -79,7 +79,7 @@ class HomeAssistantDiscovery:
         return f"{self.discovery_prefix}/{component}/{self.node}/{object_id}/config"
 
     def _host_device(self) -> dict:
-        return {"identifiers": [self.node], "name": f"gamma-edge {self.link.prefix}", "manufacturer": "gamma-edge",
+        return {"identifiers": [self.node], "name": self.link.prefix, "manufacturer": "gamma-edge",
                 "model": "camera quality watch", "sw_version": self.version}
 
     def _origin(self) -> dict:
