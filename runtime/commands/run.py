@@ -137,7 +137,8 @@ fleet_options = option_group(FleetChoice, "fleet", [
     click.option("--config", type=click.Path(path_type=Path), default=None,
                  help="Fleet: cameras and their settings, MQTT and metrics from a YAML or TOML file (docs/fleet.md)."),
     click.option("--mqtt", default=None, metavar="URL",
-                 help="Fleet: send quality events and states to this MQTT broker (mqtt://HOST:PORT)."),
+                 help="Fleet: send quality events and states to this MQTT broker (mqtt://HOST:PORT, mqtts://HOST:PORT "
+                      "for TLS; the password better in --mqtt-password-file: docs/secrets.md)."),
     click.option("--mqtt-prefix", default=None, help="Fleet: MQTT topic prefix. Default: gamma-edge."),
     click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
                  help="Fleet: serve Prometheus metrics on this port (0: any free port)."),
