@@ -4,7 +4,9 @@ rules that training, export, the runtime and the benchmarks must apply alike, ea
 command turns it into a CLI error (user_errors); manifest: the manifest's constants, read and
 checked; preprocess: the resize policy and crop protocols; images: decoding any image to BGR
 uint8 within a pixel limit; hardware: the CPU and every choice that follows from it; correlation:
-SRCC, PLCC, KRCC; atomic: whole-or-nothing file writes; video: the video writers and their codecs;
+SRCC, PLCC, KRCC; atomic: whole-or-nothing file writes, and output paths checked before a run;
+secrets: credentials hidden in any address shown, {NAME} placeholders filled from credential files
+or the environment; video: the video writers and their codecs;
 degradations: the distortion kinds at known levels that training, calibration and the demo share.
 It imports numpy, OpenCV and the standard library; Pillow, archspec, scipy and click load inside
 the one function that needs them. It imports nothing of runtime, gamma_edge, export or training,

@@ -533,7 +533,7 @@ def test_metrics_port_in_use_is_one_sentence(fake_model):
 def test_bad_broker_address_and_single_source_options_in_a_fleet(fake_model):
     status, stderr = cli(["a=rtsp://x/1", "--model", fake_model, "-q", "--mqtt", "ftp://host"])
     assert status == 1 and stderr == ["Error: --mqtt 'ftp://host' is not a broker address; write it as "
-                                      "mqtt://HOST:PORT (or HOST:PORT)"]
+                                      "mqtt://HOST:PORT, mqtts://HOST:PORT for TLS (or HOST:PORT)"]
     status, stderr = cli(["a=rtsp://x/1", "--model", fake_model, "-q", "--webhook", "alerts.local/hook"])
     assert status == 1 and stderr == ["Error: --webhook 'alerts.local/hook' is not an http:// or https:// address"]
     status, stderr = cli(["a=rtsp://x/1", "b=rtsp://x/2", "--model", fake_model, "-q", "--save", "out.mp4"])

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from contract.errors import UserError, user_errors
+from runtime.commands.broker_options import BrokerChoice, broker_options, broker_settings
 from runtime.commands.options import ModelChoice, make_scorer, model_options, option_group
 from runtime.watch.baseline import MODES
 
@@ -144,7 +145,8 @@ fleet_options = option_group(FleetChoice, "fleet", [
     click.option("--config", type=click.Path(path_type=Path), default=None,
                  help="Fleet: cameras and their settings, MQTT and metrics from a YAML or TOML file (docs/fleet.md)."),
     click.option("--mqtt", default=None, metavar="URL",
-                 help="Fleet: send quality events and states to this MQTT broker (mqtt://HOST:PORT)."),
+                 help="Fleet: send quality events and states to this MQTT broker (mqtt://HOST:PORT, mqtts://HOST:PORT "
+                      "for TLS; the password better in --mqtt-password-file: docs/secrets.md)."),
     click.option("--mqtt-prefix", default=None, help="Fleet: MQTT topic prefix. Default: gamma-edge."),
     click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
                  help="Fleet: serve Prometheus metrics on this port (0: any free port)."),
@@ -171,8 +173,9 @@ web_options = option_group(WebChoice, "web", [
 @watch_options
 @fleet_options
 @web_options
+@broker_options
 def run_command(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoice, fleet: FleetChoice,
-                web: WebChoice):
+                web: WebChoice, broker: BrokerChoice):
     """Score a camera, video file or network stream as it plays; or a fleet of cameras.
 
     SOURCE is a camera index or 'camera', a video file, or an rtsp:// / http:// stream.
@@ -207,8 +210,8 @@ def run_command(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoi
         raise click.UsageError("give a SOURCE (or several), or --config FILE")
     if not live.verbose:
         quiet_native_logs()             # before any capture or writer loads FFmpeg
-    if _is_fleet(sources, fleet) or web.web is not None:
-        _run_fleet(sources, choice, live, watch, fleet, web)
+    if _is_fleet(sources, fleet) or web.web is not None or broker.given():
+        _run_fleet(sources, choice, live, watch, fleet, web, broker)
     else:
         _run_one(sources[0], choice, live, watch)
 
@@ -243,6 +246,7 @@ def _run_one(source: str, choice: ModelChoice, live: LiveChoice, watch: WatchCho
     with user_errors():
         parsed = parse_source(source)
         baseline_file = default_baseline_file(live, watch, [parsed.text]) if parsed.live else watch.baseline_file
+        _check_outputs(None, baseline_file, watch)
         with jsonl_stream(live) as stream:        # every output path is checked before the model loads
             scorer = make_scorer(choice)
             options = RunOptions(scene=choice.scene, every=live.every, fps=live.fps, smooth=live.smooth,
@@ -275,6 +279,19 @@ def default_baseline_file(live: LiveChoice, watch: WatchChoice, names: list[str]
     return state / f"baselines-{key}.json"
 
 
+def _check_outputs(snapshots: Path | None, baseline_file: Path | None, watch: WatchChoice) -> None:
+    """The output paths are checked before the model loads (--jsonl when it is opened just after):
+    a folder that takes no file is one sentence now, not after minutes of loading."""
+    from contract.atomic import check_writable
+
+    if snapshots is not None:
+        from runtime.outputs.snapshots import Snapshots
+
+        Snapshots(snapshots)
+    if baseline_file is not None:       # the default one's folder is ours to make
+        check_writable(baseline_file, "--baseline-file", create_folder=watch.baseline_file is None)
+
+
 def _is_fleet(sources, fleet: FleetChoice) -> bool:
     """A fleet: several sources, a named one, a config file, or events / metrics asked for."""
     from runtime.fleet.config import split_name
@@ -303,10 +320,10 @@ def _given_on_command_line(*choices) -> dict:
 
 
 def _run_fleet(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoice, fleet: FleetChoice,
-               web: WebChoice = WebChoice()) -> None:
+               web: WebChoice = WebChoice(), broker: BrokerChoice = BrokerChoice()) -> None:
     """`gamma-edge run` for a fleet of cameras (runtime/fleet)."""
     from runtime.fleet.config import cameras_from_sources, load_config
-    from runtime.fleet.runner import FleetRunner
+    from runtime.fleet.runner import FleetRunner, live_source
 
     with user_errors():
         _refuse_single_source_options(live)
@@ -318,9 +335,18 @@ def _run_fleet(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoic
         if loaded and loaded.baseline.get("file") and watch.baseline_file is None:
             watch = dataclasses.replace(watch, baseline_file=Path(loaded.baseline["file"]))
         baseline_file = default_baseline_file(live, watch, [camera.name for camera in cameras])
+        for camera in cameras:
+            live_source(camera)                 # a missing secret or a video file is named before the model loads
+        mqtt, homeassistant = broker_settings(fleet.mqtt, broker, loaded)    # files read before the model loads
+        if fleet.webhook or (loaded and loaded.webhook.get("url")):
+            from runtime.outputs.webhook import webhook_target
+
+            webhook_target(fleet.webhook or loaded.webhook["url"])
+        _check_outputs(fleet.snapshots, baseline_file, watch)
         with jsonl_stream(live) as stream:
             scorer = make_scorer(choice)
-            options = _web_options(_fleet_options(live, fleet, loaded, stream, baseline_file), web, loaded)
+            options = _web_options(_fleet_options(live, fleet, loaded, stream, baseline_file, mqtt, homeassistant),
+                                   web, loaded)
             runner = FleetRunner(scorer, cameras, options)
             with runner.signals():
                 summary = runner.run()
@@ -330,8 +356,10 @@ def _run_fleet(sources, choice: ModelChoice, live: LiveChoice, watch: WatchChoic
     sys.exit(summary.exit_status)
 
 
-def _fleet_options(live: LiveChoice, fleet: FleetChoice, loaded, jsonl, baseline_file: Path):
-    """The fleet's settings: the command line's, else the config file's, else the defaults."""
+def _fleet_options(live: LiveChoice, fleet: FleetChoice, loaded, jsonl, baseline_file: Path, broker,
+                   homeassistant: dict):
+    """The fleet's settings: the command line's, else the config file's, else the defaults; the
+    broker and Home Assistant's settings as broker_settings() merged them."""
     from runtime.fleet.config import DEFAULT_MQTT_PREFIX
     from runtime.fleet.runner import FleetOptions
 
@@ -341,7 +369,8 @@ def _fleet_options(live: LiveChoice, fleet: FleetChoice, loaded, jsonl, baseline
         jsonl=jsonl, open_timeout=live.open_timeout, read_timeout=live.read_timeout, retries=live.retries,
         backoff=(live.backoff, live.backoff_max), max_frames=live.max_frames,
         snapshots=str(fleet.snapshots) if fleet.snapshots else None,
-        mqtt=fleet.mqtt or mqtt.get("url"),
+        mqtt=broker, ha_discovery=bool(homeassistant.get("discovery")),
+        ha_prefix=homeassistant.get("prefix", "homeassistant"),
         mqtt_prefix=fleet.mqtt_prefix or mqtt.get("prefix", DEFAULT_MQTT_PREFIX),
         mqtt_client_id=mqtt.get("client_id"),
         webhook=fleet.webhook or webhook.get("url"),

@@ -4,7 +4,8 @@
       - {name: gate, source: rtsp://10.0.0.11/stream1, fps: 2, threshold: 0.45}
       - {name: dock, source: http://10.0.0.12/video.mjpg, crops: five, hold_s: 20}
     defaults: {smooth: 5, baseline_warmup: 600}   # any camera setting, for every camera
-    mqtt: {url: mqtt://broker.local:1883}
+    mqtt: {url: mqtts://broker.local, user: gamma, password: "{MQTT_PASSWORD}", ca: /etc/gamma-edge/ca.pem}
+    homeassistant: {discovery: true}
     baseline: {file: /var/lib/gamma-edge/baselines.json}
     metrics: {port: 9108}
     webhook: {url: http://alerts.local/gamma}
@@ -34,7 +35,7 @@ class Camera(WatchRules):
     (docs/fleet.md, "Events")."""
 
     name: str
-    source: str
+    source: str = field(repr=False)   # as written: it may hold a password or {NAME} placeholders
     fps: float | None = None          # score at most this many frames per second (None: as they come)
     crops: str | None = None          # crop protocol; None: the model's
     scene: str | None = None          # None: the model's first scene
@@ -70,6 +71,12 @@ def _count(value) -> int:
     return value
 
 
+def _flag(value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("true or false")
+    return value
+
+
 def _crops(value) -> str:
     if value not in CROP_PROTOCOLS:
         raise ValueError(f"one of {', '.join(CROP_PROTOCOLS)}")
@@ -100,12 +107,16 @@ CAMERA_SETTINGS: dict[str, Callable] = {
     "covered_contrast": _not_negative, "baseline_warmup": _not_negative, "drop": _not_negative,
     "spreads": _not_negative, "evidence": _evidence,
 }
-MQTT_SETTINGS: dict[str, Callable] = {"url": _text, "prefix": _text, "client_id": _text}
+# url, user and password may hold {NAME} placeholders (contract/secrets.py); ca, cert, key: PEM files
+MQTT_SETTINGS: dict[str, Callable] = {"url": _text, "prefix": _text, "client_id": _text, "user": _text,
+                                      "password": _text, "password_file": _text, "ca": _text, "cert": _text,
+                                      "key": _text, "insecure": _flag}
 METRICS_SETTINGS: dict[str, Callable] = {"port": _port, "host": _text}
 WEBHOOK_SETTINGS: dict[str, Callable] = {"url": _text}
 BASELINE_SETTINGS: dict[str, Callable] = {"file": _text}
 WEB_SETTINGS: dict[str, Callable] = {"listen": _address, "token_file": _text}
-SECTIONS = ("cameras", "defaults", "mqtt", "metrics", "webhook", "baseline", "web")
+HOMEASSISTANT_SETTINGS: dict[str, Callable] = {"discovery": _flag, "prefix": _text}
+SECTIONS = ("cameras", "defaults", "mqtt", "metrics", "webhook", "baseline", "web", "homeassistant")
 
 
 @dataclass
@@ -116,6 +127,7 @@ class FleetConfig:
     webhook: dict = field(default_factory=dict)   # url
     baseline: dict = field(default_factory=dict)  # file
     web: dict = field(default_factory=dict)       # listen, token_file
+    homeassistant: dict = field(default_factory=dict)  # discovery, prefix
 
 
 def _checked(table: dict[str, Callable], values, where: str, path: str) -> dict:
@@ -218,7 +230,9 @@ def load_config(path: str | Path, overrides: dict | None = None) -> FleetConfig:
                        metrics=_checked(METRICS_SETTINGS, data.get("metrics", {}), "'metrics'", str(path)),
                        webhook=_checked(WEBHOOK_SETTINGS, data.get("webhook", {}), "'webhook'", str(path)),
                        baseline=_checked(BASELINE_SETTINGS, data.get("baseline", {}), "'baseline'", str(path)),
-                       web=_checked(WEB_SETTINGS, data.get("web", {}), "'web'", str(path)))
+                       web=_checked(WEB_SETTINGS, data.get("web", {}), "'web'", str(path)),
+                       homeassistant=_checked(HOMEASSISTANT_SETTINGS, data.get("homeassistant", {}),
+                                              "'homeassistant'", str(path)))
 
 
 def cameras_from_sources(sources: list[str], overrides: dict | None = None) -> list[Camera]:

@@ -89,7 +89,7 @@ class Feed:
     def _on_signal(self, signal: Signal) -> list[Notice]:
         notice, now = self._record(signal.record()), time.monotonic()
         if isinstance(signal, Gap):
-            notice.line = f"{self.name}: gap in {self.camera.source}: {signal.reason}; reconnecting"
+            notice.line = f"{self.name}: gap in {self.source.text}: {signal.reason}; reconnecting"
             return [notice, *self._quality(self.watch.on_gap(now, signal.reason), None)]
         if isinstance(signal, Reconnect):
             notice.line = (f"{self.name}: reconnected after {signal.gap_s} s without frames "
@@ -103,7 +103,7 @@ class Feed:
     def _end_detail(self, end: End) -> str:
         if end.reason == "max frames reached":
             return max_frames_detail(end.frames)
-        return (f"'{self.camera.source}' delivered no frame for {end.since_s:.1f} s and "
+        return (f"'{self.source.text}' delivered no frame for {end.since_s:.1f} s and "
                 f"{end.attempts} reopen attempt(s) failed")
 
     # -- batcher -> feed --------------------------------------------------------------------------
@@ -165,7 +165,7 @@ def live_source(camera: Camera) -> Source:
     except UserError as exc:
         raise UserError(f"camera '{camera.name}': {exc}") from None
     if not source.live:
-        raise UserError(f"camera '{camera.name}': '{camera.source}' is a video file; a fleet watches "
+        raise UserError(f"camera '{camera.name}': '{source.text}' is a video file; a fleet watches "
                         f"cameras and streams, so score a file on its own with 'gamma-edge run FILE'")
     return source
 

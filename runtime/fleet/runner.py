@@ -31,15 +31,37 @@ from runtime.watch.camera import EVENTS, STATES
 from runtime.watch.state_file import StateFile
 
 WAKE_S = 0.1        # the loop looks at the readers' signals at least this often
+STATE_EVERY_S = 10.0    # every camera's state (with its latest score) is published again this often
+
+
+def broker_outputs(options, cameras: list[str], states: Callable[[], list[dict]], log: Callable[[str], None],
+                   on_reset: Callable[[str], None]):
+    """The broker link, started, and Home Assistant discovery on it when asked for (None, None
+    without a broker). Discovery listens to the link from its first connect."""
+    if not options.mqtt:
+        return None, None
+    from runtime.outputs.mqtt import MqttEvents
+
+    mqtt = MqttEvents(options.mqtt, states, prefix=options.mqtt_prefix, client_id=options.mqtt_client_id, log=log,
+                      on_reset=on_reset)
+    discovery = None
+    if options.ha_discovery:
+        from runtime.outputs.homeassistant import HomeAssistantDiscovery
+
+        discovery = HomeAssistantDiscovery(mqtt, cameras, STATES, options.ha_prefix,
+                                           expire_after=round(6 * STATE_EVERY_S), log=log)
+    return mqtt.start(), discovery
 
 
 @dataclass
 class FleetOptions(ReaderOptions):
     duration_s: float | None = None        # Python callers (tests, benchmarks): stop after this long
     snapshots: str | None = None           # folder for a JPEG of the frame at each event
-    mqtt: str | None = None                # broker URL
+    mqtt: object | None = None             # the broker: a URL, or runtime/outputs/broker.py's Broker
     mqtt_prefix: str = "gamma-edge"
     mqtt_client_id: str | None = None
+    ha_discovery: bool = False             # Home Assistant MQTT discovery of every camera
+    ha_prefix: str = "homeassistant"       # Home Assistant's discovery prefix
     webhook: str | None = None             # an http(s) URL each event is POSTed to
     metrics_port: int | None = None        # None: no endpoint; 0: any free port
     metrics_host: str = "0.0.0.0"
@@ -80,6 +102,8 @@ class FleetRunner(LiveSession):
         self.snapshots = snapshots_output(options.snapshots)
         self.webhook = webhook_output(options.webhook, self.log)     # a malformed address is named now
         self.web = self._web(options)
+        if options.ha_discovery and not options.mqtt:
+            raise UserError("--ha-discovery publishes over MQTT; give the broker with --mqtt (or mqtt.url in --config)")
         self.feeds: list[Feed] = []
         self.started: float | None = None
         self.mqtt = self.metrics = None
@@ -103,7 +127,7 @@ class FleetRunner(LiveSession):
         """Start the endpoint, the broker link and the readers; score until stopped; summarise."""
         started = self.started = time.monotonic()
         self.feeds = [Feed(camera, self.sources[i], self.preprocesses[i], self.scene_indexes[i],
-                           self.new_summary(camera.source), started) for i, camera in enumerate(self.cameras)]
+                           self.new_summary(self.sources[i].text), started) for i, camera in enumerate(self.cameras)]
         summary = FleetSummary([(feed.name, feed.summary) for feed in self.feeds],
                                engine=self.scorer.backend.describe())
         self._restore()
@@ -127,17 +151,14 @@ class FleetRunner(LiveSession):
             self.metrics = FleetMetrics(lambda: self.feeds, STATES, EVENTS).serve(options.metrics_port,
                                                                                 options.metrics_host)
             self.log(f"metrics on http://{options.metrics_host}:{self.metrics.port}/metrics")
-        if options.mqtt:
-            from runtime.outputs.mqtt import MqttEvents
-
-            try:
-                self.mqtt = MqttEvents(options.mqtt, lambda: [feed.watch.state_record() for feed in self.feeds],
-                                       prefix=options.mqtt_prefix, client_id=options.mqtt_client_id,
-                                       log=self.log, on_reset=self._ask_reset).start()
-            except UserError:
-                if self.metrics is not None:
-                    self.metrics.close()
-                raise
+        try:
+            self.mqtt, discovery = broker_outputs(options, [camera.name for camera in self.cameras],
+                                                  lambda: [feed.watch.state_record() for feed in self.feeds],
+                                                  self.log, self._ask_reset)
+        except UserError:
+            if self.metrics is not None:
+                self.metrics.close()
+            raise
         if self.webhook is not None:
             self.webhook.start()
         if self.web is not None:
@@ -147,7 +168,7 @@ class FleetRunner(LiveSession):
                 Outputs([self.mqtt, self.webhook, self.metrics]).close()
                 raise
         # snapshots first: they name their file in the event the others send on
-        self.outputs = Outputs([self.snapshots, self.jsonl, EventLog(self.log), self.mqtt, self.webhook,
+        self.outputs = Outputs([self.snapshots, self.jsonl, EventLog(self.log), self.mqtt, discovery, self.webhook,
                                 self.metrics, self.web])
 
     def _start_readers(self, started: float) -> None:
@@ -157,7 +178,7 @@ class FleetRunner(LiveSession):
             captures = list(pool.map(self._open, self.feeds))
         for feed, capture in zip(self.feeds, captures):
             if capture is None:
-                self.log(f"{feed.name}: '{feed.camera.source}' could not be opened; retrying in the background")
+                self.log(f"{feed.name}: '{feed.source.text}' could not be opened; retrying in the background")
                 capture = ClosedCapture()
             feed.reader = LiveFrames(capture, feed.source, self.open_source, self.stop, started, self.options,
                                      on_newest=self.bell.set)
@@ -203,7 +224,7 @@ class FleetRunner(LiveSession):
     def _loop(self, summary: FleetSummary, started: float) -> None:
         """Gather and crop what is ready while the backend scores the previous batch."""
         deadline = started + self.options.duration_s if self.options.duration_s else None
-        saved = started
+        saved = shared = started
         while not self.stop.is_set():
             self.bell.wait(WAKE_S)
             self.bell.clear()
@@ -219,7 +240,17 @@ class FleetRunner(LiveSession):
             if self.resets or time.monotonic() - saved >= self.options.save_every_s:
                 self._save()
                 saved = time.monotonic()
+            if time.monotonic() - shared >= STATE_EVERY_S:
+                self._share_states()
+                shared = time.monotonic()
         self._publish_batch(self.batcher.finish(), summary)
+
+    def _share_states(self) -> None:
+        """Every camera's state again, so its score stays fresh for subscribers (and Home Assistant's
+        expire_after) between events; cameras not yet started have nothing to say."""
+        for feed in self.feeds:
+            if feed.shared_state is not None:
+                self.outputs.publish_state(feed.watch.state_record())
 
     def _gather(self, feed: Feed) -> None:
         notices, frame = feed.gather()

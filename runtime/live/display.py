@@ -77,20 +77,34 @@ class AnnotatedVideo:
             self.writer.release()
 
 
+# The base install is opencv-python-headless (pyproject.toml); the gui extra adds opencv-python, whose
+# cv2 files then lie over the headless ones (docs/runtime.md, "The window").
+NO_WINDOWS = ("--show needs OpenCV's build with windows, and this one is headless (gamma-edge's default); "
+              "install it with pip install 'gamma-edge[gui]', or use --save instead")
+
+
+def has_windows() -> bool:
+    """Whether this OpenCV was built with a GUI backend: its build information says `GUI: NONE` when not."""
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GUI:"):
+            return line.split(":", 1)[1].strip().upper() != "NONE"
+    return True          # an unknown layout: let namedWindow decide
+
+
 class Window:
     """--show: the frame and its score in a window; q or Esc stops."""
 
     NAME = "gamma-edge"
 
     def __init__(self):
+        if not has_windows():
+            raise UserError(NO_WINDOWS)
         if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             raise UserError("--show needs a display, and none is set (DISPLAY); drop --show or use --save")
         try:
             cv2.namedWindow(self.NAME, cv2.WINDOW_NORMAL)
         except cv2.error:
-            raise UserError(
-                "--show needs an OpenCV build with windows (opencv-python, not opencv-python-headless); "
-                "install it or use --save instead") from None
+            raise UserError(NO_WINDOWS) from None
 
     def show(self, image: np.ndarray) -> bool:
         cv2.imshow(self.NAME, image)

@@ -125,7 +125,10 @@ class StreamRunner(LiveSession):
         """The source's conditions and normal, as a previous run with this baseline file left them."""
         watch = CameraWatch(self.options, started=0.0, name=self.source.text)
         if self.state_file is not None:
-            saved = self.state_file.load().get(self.source.text)
+            # kept under the shown address (no password); a file written before that keyed it by the
+            # address as given: read it once, and the next save drops that key
+            cameras = self.state_file.load()
+            saved = cameras.get(self.source.text) or cameras.get(str(self.source.target))
             if saved:
                 watch.restore(saved)
         return watch

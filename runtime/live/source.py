@@ -7,13 +7,14 @@ frames); docs/design.md sec. 5.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from contract.errors import UserError
+from contract.secrets import fill, hide
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp", "mms")
 # Native libraries' own logs: set by the user, they are left alone (see quiet_native_logs).
@@ -22,11 +23,13 @@ NATIVE_LOG_VARIABLES = ("OPENCV_LOG_LEVEL", "OPENCV_FFMPEG_LOGLEVEL", "OPENCV_FF
 
 @dataclass(frozen=True)
 class Source:
-    """What SOURCE names: a camera (index or device path), a video file or a network stream."""
+    """What SOURCE names: a camera (index or device path), a video file or a network stream.
+    `text` is what is shown (credentials hidden, placeholders as written: contract/secrets.py);
+    `target` is what is opened (placeholders filled, credentials kept)."""
 
     text: str
     kind: str                       # "camera" | "file" | "network"
-    target: int | str
+    target: int | str = field(repr=False)
 
     @property
     def live(self) -> bool:
@@ -44,12 +47,13 @@ def parse_source(text: str) -> Source:
     if "://" in text:
         scheme = text.split("://", 1)[0].lower()
         if scheme in NETWORK_SCHEMES:
-            return Source(text, "network", text)
+            shown = hide(text)
+            return Source(shown, "network", fill(text, f"stream '{shown}'"))
         if scheme == "file":
             text = text[7:]
         else:
             raise UserError(
-                f"stream '{text}' uses the scheme '{scheme}', which is not supported; "
+                f"stream '{hide(text)}' uses the scheme '{scheme}', which is not supported; "
                 f"use one of {', '.join(NETWORK_SCHEMES)}")
     if text.startswith("/dev/video"):
         return Source(text, "camera", text)

@@ -12,6 +12,10 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+# The watch's state of a camera whose source delivers nothing (runtime/watch/conditions.py): outputs
+# show such a camera as having no score (metrics) and as unreachable (Home Assistant).
+LOST_STATE = "lost"
+
 
 class Output(Protocol):
     def publish_event(self, event: dict, image: np.ndarray | None = None) -> None:

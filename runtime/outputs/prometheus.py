@@ -13,6 +13,7 @@ from collections import Counter
 from typing import Callable
 
 from contract.errors import UserError
+from runtime.outputs.base import LOST_STATE
 
 # counter name (without _total) -> (the feed's count it reads, help text)
 CAMERA_COUNTERS = {
@@ -62,9 +63,12 @@ class FleetCollector:
                                    "smoothing window), or the score, against the camera's own normal.",
                                    labels=["camera", "signal", "of"])
         for feed in feeds:
-            add_signals(signal, feed)
             name, watch = feed.camera.name, feed.watch
-            if watch.smoothing.score is not None:
+            # a lost camera has no score nor signals: an absent sample goes stale in Prometheus and leaves
+            # a gap in a panel, where its last value would draw a healthy line through the outage
+            if watch.state != LOST_STATE:
+                add_signals(signal, feed)
+            if watch.smoothing.score is not None and watch.state != LOST_STATE:
                 score.add_metric([name], watch.smoothing.score)
                 smoothed.add_metric([name], watch.smoothing.smoothed)
             current = watch.state

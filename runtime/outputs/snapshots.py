@@ -6,6 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from contract.atomic import check_writable_folder
 from contract.errors import UserError
 
 
@@ -14,6 +15,7 @@ class Snapshots:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise UserError(f"--snapshots '{folder}' is not a folder; create it first")
+        check_writable_folder(self.folder, "--snapshots")
 
     def publish_event(self, event: dict, image: np.ndarray | None = None) -> None:
         if image is None:
