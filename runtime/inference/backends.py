@@ -17,10 +17,11 @@ import numpy as np
 from contract import hardware
 from contract.errors import UserError
 from contract.hardware import CpuInfo, PRECISIONS
-from contract.manifest import Manifest
+from contract.manifest import Manifest, choose_graph
 from runtime.inference.engine_cache import EngineCache, Loaded, file_identity
 
 BACKENDS = ("auto", "onnxruntime", "openvino")
+ENGINE_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino"}     # the graph format each engine runs natively
 OPTIMIZED_ONNX = "optimized.onnx"        # ONNX Runtime's optimized graph, in a start-up cache entry
 COMPILED_BLOB = "compiled.blob"          # OpenVINO's exported compiled model, in a start-up cache entry
 DEVICES = ("auto", "cpu", "cuda", "tensorrt", "gpu", "npu")
@@ -66,9 +67,11 @@ def load_backend(manifest: Manifest, backend: str = "auto", device: str = "auto"
             backend = "onnxruntime"
         elif precision == "bf16":
             backend = "openvino"                     # only OpenVINO computes in bf16; it reads .onnx too
-        else:
-            backend = "onnxruntime" if manifest.model_kind == "onnx" else "openvino"
     cpu = cpu or hardware.detect_cpu()
+    # a folder with several graphs (export --format both): the engine's own, else the one for this CPU
+    manifest = choose_graph(manifest, ENGINE_FORMATS.get(backend), cpu.kind.name, cpu.kind.int8_format)
+    if backend == "auto":
+        backend = "onnxruntime" if manifest.model_kind == "onnx" else "openvino"
     quantization = manifest.raw.get("quantization") if manifest.precision == "int8" else None
     hardware.check_int8_preset(quantization)        # a preset we do not know: refused before loading
     if backend == "onnxruntime":
