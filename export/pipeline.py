@@ -289,7 +289,8 @@ def _export_into(model, checkpoint_info, scenes, precision, formats, calib, fold
         manifests.append(manifest)
     manifest = choice.combine(manifests)
     mf.write_manifest(job.folder, manifest)
-    return manifest, (validate.format_report(manifest, out_dir) + choice.alternatives_report(manifests)
+    head, next_lines, rest = validate.format_report(manifest, out_dir).partition("\nnext:")
+    return manifest, (head + choice.alternatives_report(manifests) + next_lines + rest
                       + "\n" + choice.recommendation(target.cpu, manifest))
 
 
