@@ -33,7 +33,7 @@ def parse_args():
     parser.add_argument("--photo", help="default: runtime/samples' first photo")
     parser.add_argument("--crops", default="five")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--work-runs", type=int, default=5, help="in-process backend runs to time the model's work")
+    parser.add_argument("--work-runs", type=int, default=7, help="in-process backend runs to time the model's work")
     parser.add_argument("--threads", type=int, default=2)
     return parser.parse_args()
 
@@ -55,19 +55,23 @@ def whole_process(command: list[str], cache: Path) -> float:
     return seconds
 
 
-def model_work(model: str, photo: Path, crops: str, runs: int, threads: int) -> tuple[float, str]:
-    """Median seconds the backend takes to score the photo's crops, after a warm-up run."""
+def model_work(models: list[str], photo: Path, crops: str, runs: int, threads: int) -> dict[str, tuple[float, str]]:
+    """Median seconds each backend takes to score the photo's crops, after a warm-up run; the models
+    interleaved run by run, as the processes are, so the machine's drift hits them alike."""
     from runtime import Scorer
 
-    scorer = Scorer(model, crops=crops, threads=threads)
-    cut = scorer.crops_of(str(photo))
-    scorer.backend.run(cut)
-    times = []
+    os.environ["GAMMA_EDGE_CACHE_DIR"] = "off"          # this process's loads are not what is measured
+    scorers = {m: Scorer(m, crops=crops, threads=threads) for m in models}
+    cut = {m: s.crops_of(str(photo)) for m, s in scorers.items()}
+    times = {m: [] for m in models}
+    for m, scorer in scorers.items():
+        scorer.backend.run(cut[m])
     for _ in range(runs):
-        start = time.perf_counter()
-        scorer.backend.run(cut)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), scorer.backend.describe().split(", model ")[0]
+        for m, scorer in scorers.items():
+            start = time.perf_counter()
+            scorer.backend.run(cut[m])
+            times[m].append(time.perf_counter() - start)
+    return {m: (statistics.median(t), scorers[m].backend.describe().split(", model ")[0]) for m, t in times.items()}
 
 
 def measure(args, photo: Path, scratch: Path) -> dict:
@@ -105,7 +109,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="gamma-startup-") as scratch:
         times = measure(args, photo, Path(scratch))
     gemm.append(torch_gemm_gflops(repeats=1))
-    work = {m: model_work(m, photo, args.crops, args.work_runs, args.threads) for m in args.model}
+    work = model_work(args.model, photo, args.crops, args.work_runs, args.threads)
     print(f"\nCPU: {detect_cpu().describe()}; {args.threads} threads; GEMM probe {gemm[0]:.0f} / {gemm[1]:.0f} "
           f"GFLOP/s (before / after); photo {photo.name}, crops {args.crops}; {args.rounds} interleaved rounds")
     print("| model | engine | cache | whole process s (min / median / max) | model work s | start-up s (median) |")
