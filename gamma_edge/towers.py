@@ -75,7 +75,9 @@ class TextTower:
     def _keys(tokens: torch.Tensor, frozen: list[torch.Tensor]) -> tuple[tuple, tuple]:
         """(what the cache is looked up by, what its entry must still match)."""
         device = tokens.device.type
-        autocast = (torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
+        # tensors made under inference_mode cannot enter autograd later: such entries serve only that mode
+        autocast = (torch.is_autocast_enabled(device), torch.get_autocast_dtype(device),
+                    torch.is_inference_mode_enabled())
         # A tensor's version counts its in-place changes (load_state_dict), its data pointer a
         # replacement (.to(), .float()): either makes the kept output stale.
         weights = tuple((p.data_ptr(), p._version) for p in frozen)

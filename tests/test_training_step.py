@@ -116,3 +116,31 @@ def test_features_in_eval_mode_match_open_clip(tiny_gamma):
             tokens = open_clip.tokenize(tiny_gamma.prompts(scene))
             torch.testing.assert_close(tiny_gamma.text_features(scene), tiny_gamma.clip.encode_text(tokens),
                                        atol=1e-5, rtol=1e-5)
+
+
+def test_text_features_made_under_inference_mode_do_not_break_the_next_training_step():
+    model = _model()
+    with torch.inference_mode():
+        model.text_features("natural")                   # e.g. an evaluation between epochs
+    images, target = _batch(2)
+    fast_loss(model, images, target, ["natural"] * 2).backward()
+
+
+def test_fused_adam_updates_as_the_default_loop_does():
+    from training.recipe import fused_adam_applies
+
+    g = torch.Generator().manual_seed(0)
+    start = [torch.randn(64, 32, generator=g), torch.randn(32, generator=g)]
+    grads = [[torch.randn(p.shape, generator=g) * 1e-3 for p in start] for _ in range(5)]
+    results = []
+    for fused in (False, True):
+        params = [p.clone().requires_grad_(True) for p in start]
+        assert fused_adam_applies(params)
+        optimizer = torch.optim.Adam(params, lr=1e-2, betas=(0.9, 0.999), fused=fused)
+        for step in grads:
+            for p, grad in zip(params, step):
+                p.grad = grad.clone()
+            optimizer.step()
+        results.append(params)
+    for loop, fused in zip(*results):
+        torch.testing.assert_close(fused, loop, atol=1e-6, rtol=1e-6)
