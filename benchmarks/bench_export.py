@@ -230,7 +230,7 @@ def default_runner(args, skip: set, cpu, work: Path, runners: dict, meta: dict) 
     if not (folder / MANIFEST_NAME).is_file():
         print(f"{DEFAULT_ROW}: {same} was not exported (skipped?); no default row", flush=True)
         return
-    backend = load_backend(load_manifest(folder), threads=args.threads, cpu=cpu)
+    backend = load_backend(load_manifest(folder), threads=args.threads, cpu=cpu, cache=work / "engine-cache")
     name = f"{DEFAULT_ROW} ({same} here)"
     runners[name] = backend.run
     meta[name] = dict(meta.get(same, {}), engine=backend.describe().split(", model ")[0])
