@@ -187,6 +187,12 @@ def resolve_int8_method(name: str, cpu: CpuInfo) -> str:
     return name
 
 
+def portable_preset(cpu: CpuInfo) -> str:
+    """The preset whose graph runs faithfully on every CPU of this one's architecture: what an ONNX Runtime
+    graph gets when it ships beside an OpenVINO one for the CPUs where ONNX Runtime is preferred."""
+    return "arm64" if cpu.arm64 else "avx2"
+
+
 def applicable_presets(cpu: CpuInfo) -> list[str]:
     """The CPU presets whose graphs run faithfully on this CPU (a full 8-bit u8 x s8 graph can saturate
     without VNNI, so it is not applicable there)."""
@@ -239,6 +245,19 @@ CPU_KINDS = (
     CpuKind("other CPU", (), "any", "avx2", "static", "onnx",
             "no INT8 measurement for this CPU; the avx2 preset (7-bit weights) is the safe choice"),
 )
+
+
+INT8_FORMATS = ("onnx", "openvino")
+
+
+def other_int8_format(fmt: str) -> str:
+    return INT8_FORMATS[1 - INT8_FORMATS.index(fmt)]
+
+
+def int8_preferences() -> list[dict]:
+    """Which INT8 graph to run on which kind of CPU, as every INT8 manifest records it (`prefer`) and
+    `--backend auto` reads it: one row per CPU kind, in matching order."""
+    return [{"cpu_kind": kind.name, "format": kind.int8_format} for kind in CPU_KINDS]
 
 
 # --------------------------------------------------------------------------------------------

@@ -91,6 +91,34 @@ def load_manifest(path: str | Path) -> Manifest:
     return _parse(document, path.parent, f"the metadata of {path}")
 
 
+def graph_choices(manifest: Manifest) -> list[Manifest]:
+    """The folder's graphs: the manifest's own, then each of its `alternatives` (an export with
+    `--format both`), each as a checked Manifest of its own."""
+    graphs = [manifest]
+    for alternative in manifest.raw.get("alternatives") or []:
+        if not isinstance(alternative, dict):
+            raise UserError(f"{manifest.folder / MANIFEST_NAME} has a malformed 'alternatives' entry; export again")
+        document = {key: value for key, value in manifest.raw.items() if key != "alternatives"}
+        document.update({key: alternative.get(key) for key in ("model", "quantization", "parity")})
+        where = f"the alternative graph in {manifest.folder / MANIFEST_NAME}"
+        graphs.append(_parse(document, manifest.folder, where))
+    return graphs
+
+
+def choose_graph(manifest: Manifest, engine_format: str | None, cpu_kind: str, fallback_format: str) -> Manifest:
+    """The graph to run from a folder that holds several: the one in `engine_format` when the user named
+    an engine, else the one the manifest's `prefer` table names for this kind of CPU (`fallback_format`,
+    the runtime's own table, for a kind the manifest does not name); the manifest's own graph otherwise."""
+    graphs = graph_choices(manifest)
+    if len(graphs) == 1:
+        return manifest
+    if engine_format is None:
+        table = {row.get("cpu_kind"): row.get("format") for row in manifest.raw.get("prefer") or []
+                 if isinstance(row, dict)}
+        engine_format = table.get(cpu_kind, fallback_format)
+    return next((graph for graph in graphs if graph.model_kind == engine_format), manifest)
+
+
 def _read_json(path: Path) -> dict:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))

@@ -15,8 +15,12 @@ from contract.hardware import INT8_METHODS, PRESET_CHOICES
 @click.option("--int8", "precision", flag_value="int8", help="INT8 (static QDQ for ONNX Runtime, NNCF for OpenVINO).")
 @click.option("--fp16", "precision", flag_value="fp16", help="FP16 weights and activations (for GPUs).")
 @click.option("--fp32", "precision", flag_value="fp32", default=True, help="FP32 (the default).")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "openvino", "triton"]), default="onnx", show_default=True,
-              help="triton: a Triton model repository, one ONNX model per scene with its config.pbtxt and manifest.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "onnx", "openvino", "both", "triton"]), default="auto",
+              show_default=True,
+              help="auto: with --int8 the fastest faithful INT8 graph for this CPU (OpenVINO with VNNI/AMX, else "
+                   "ONNX Runtime), else ONNX; both: an ONNX Runtime and an OpenVINO INT8 graph in one folder, "
+                   "the runtime picking the one for the CPU it finds; triton: a Triton model repository, one ONNX "
+                   "model per scene with its config.pbtxt and manifest.")
 @click.option("--calib", "calib_dir", type=click.Path(),
               help="Folder of representative images for INT8 calibration. Default: photos made from skimage.data.")
 @click.option("--calib-count", default=300, show_default=True, type=click.IntRange(8, 100000),
@@ -53,14 +57,19 @@ def export_command(checkpoint, scene, precision, fmt, calib_dir, calib_count, pr
     Examples:
       gamma-edge export --checkpoint gamma.safetensors --scene natural
       gamma-edge export --checkpoint gamma.safetensors --scene all --int8 --calib photos/
-      gamma-edge export --checkpoint gamma.safetensors --int8 --preset avx512_vnni   # for a VNNI server
+      gamma-edge export --checkpoint gamma.safetensors --int8 --format both   # any CPU: the runtime picks
+      gamma-edge export --checkpoint gamma.safetensors --int8 --preset avx512_vnni --format onnx   # for a VNNI server
       gamma-edge export --checkpoint gamma.safetensors --scene aesthetics --format openvino --int8
       gamma-edge export --checkpoint gamma.safetensors --scene natural,aigc --format triton --out model_repository
     """
     from export.pipeline import export_model
 
     if out_dir is None:
-        out_dir = f"gamma-{scene.replace(',', '+')}-{precision}-{fmt}"
+        from contract.hardware import detect_cpu
+        from export.choice import folder_name
+
+        named = folder_name(fmt, precision, detect_cpu(), onnx_options=(preset, int8_method) != ("auto", "auto"))
+        out_dir = f"gamma-{scene.replace(',', '+')}-{precision}-{named}"
     if fmt == "triton" or any(value is not None for value in triton.values()):
         _export_triton(checkpoint, out_dir, scene, precision, fmt, quiet, triton,
                        dict(calib_dir=calib_dir, calib_count=calib_count, preset=preset, int8_method=int8_method,

@@ -20,7 +20,7 @@ from contract.preprocess import preprocess_block
 def build_manifest(*, kind: str, file: str, precision: str, scenes: list[dict], levels: list[float],
                    crop_size: int, checkpoint: dict, tools: dict, parity: dict | None = None,
                    weights_file: str | None = None, quantization: dict | None = None,
-                   graph: dict | None = None) -> dict:
+                   graph: dict | None = None, prefer: list | None = None) -> dict:
     model = {"kind": kind, "file": file, "precision": precision}
     if weights_file:
         model["weights_file"] = weights_file
@@ -43,6 +43,8 @@ def build_manifest(*, kind: str, file: str, precision: str, scenes: list[dict], 
         manifest["graph"] = graph
     if quantization:
         manifest["quantization"] = quantization
+    if prefer:
+        manifest["prefer"] = prefer       # which INT8 graph to run on which CPU kind (export/choice.py)
     return manifest
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from contract.errors import UserError
 from contract.manifest import MANIFEST_NAME, OPENVINO_RT_INFO_KEY
+from export import choice
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx", "openvino")
@@ -96,13 +97,15 @@ class Int8GateMissed(UserError):
 
 
 def export_model(checkpoint_or_model=None, out_dir: str | Path = "gamma-export", scene: str | Sequence[str] = "natural",
-                 precision: str = "fp32", fmt: str = "onnx", calib_dir: str | Path | None = None,
+                 precision: str = "fp32", fmt: str = "auto", calib_dir: str | Path | None = None,
                  overwrite: bool = False, force: bool = False, progress: bool = True, preset: str = "auto",
                  int8_method: str = "auto", calib_count: int = 300, cpu=None) -> ExportResult:
     """Export a Gamma (checkpoint path or model) to a validated graph folder with a manifest.
 
     scene: a name, a comma-separated list, a list of names, or "all" (one graph, one column per scene).
     precision: "fp32" | "fp16" (for GPUs) | "int8" (ONNX Runtime static QDQ or dynamic; NNCF for OpenVINO).
+    fmt: "onnx" | "openvino" | "auto" (INT8: the fastest faithful format on `cpu`; else ONNX) | "both"
+    (INT8: both graphs, the manifest naming which to run on which CPU); export/choice.py.
     preset / int8_method: "auto" picks them for `cpu` (default: this machine's, contract.hardware); with
     int8_method "auto", a dynamic graph that misses the fidelity gate is replaced by a static one.
     An INT8 export whose SRCC against PyTorch FP32 on the held-out crops falls below
@@ -119,7 +122,8 @@ def export_model(checkpoint_or_model=None, out_dir: str | Path = "gamma-export",
     show.step("loading the model")
     model, checkpoint_info = load_model(checkpoint_or_model)
     scenes = resolve_scenes(model, scene)
-    request = ExportRequest(model, checkpoint_info, scenes, precision, fmt, calib)
+    plans = choice.format_plans(fmt, precision, cpu, onnx_options=(preset, int8_method) != ("auto", "auto"))
+    request = ExportRequest(model, checkpoint_info, scenes, precision, plans, calib)
     manifest, report = _export_atomically(request, force, target, show, out_dir, overwrite)
     if progress:
         print(report, flush=True)
@@ -131,8 +135,8 @@ def _check_arguments(precision: str, fmt: str, preset: str, int8_method: str) ->
     from contract import hardware
     if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
-    if fmt not in FORMATS:
-        raise UserError(f"format must be one of {', '.join(FORMATS)}, not '{fmt}'")
+    if fmt not in FORMATS + choice.CHOICES:
+        raise UserError(f"format must be one of {', '.join(choice.CHOICES + FORMATS)}, not '{fmt}'")
     if preset not in hardware.PRESET_CHOICES:
         raise UserError(f"unknown INT8 preset '{preset}'; choose one of {', '.join(hardware.PRESET_CHOICES)}")
     if int8_method not in hardware.INT8_METHODS:
@@ -167,20 +171,19 @@ def _export_atomically(request: "ExportRequest", force: bool, target: "Int8Targe
     partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
-    fmt = request.fmt
     try:
         with tempfile.TemporaryDirectory(prefix="gamma-export-") as scratch:
-            steps = (*(getattr(request, f.name) for f in dataclasses.fields(request)), partial, Path(scratch), force)
-            try:
-                manifest, report = _export_into(*steps, target, show, out_dir)
-            except Int8GateMissed as missed:
-                if not (fmt == "onnx" and target.method_auto and target.method == "dynamic"):
-                    raise
-                show.step(f"dynamic INT8 missed the fidelity gate ({missed}); trying static INT8")
-                shutil.rmtree(partial)
-                partial.mkdir()
-                target = dataclasses.replace(target, method="static", method_auto=False)
-                manifest, report = _export_into(*steps, target, show, out_dir)
+            for number, formats in enumerate(request.plans):
+                steps = (*request.fields(formats), partial, Path(scratch), force)
+                try:
+                    manifest, report = _export_plan(steps, target, show, out_dir, partial)
+                    break
+                except Int8GateMissed as missed:
+                    if number + 1 == len(request.plans):
+                        raise
+                    show.step(f"{'+'.join(formats)} INT8 missed the fidelity gate ({missed}); "
+                              f"trying {'+'.join(request.plans[number + 1])}")
+                    _empty(partial)
         _move_into_place(partial, out_dir, overwrite)
     except OSError as exc:
         shutil.rmtree(partial, ignore_errors=True)
@@ -192,17 +195,39 @@ def _export_atomically(request: "ExportRequest", force: bool, target: "Int8Targe
     return manifest, report
 
 
+def _export_plan(steps: tuple, target: "Int8Target", show: _Progress, out_dir: Path, partial: Path):
+    """One folder's formats; with int8_method auto, a dynamic ONNX Runtime graph that misses the gate is
+    replaced by a static one."""
+    try:
+        return _export_into(*steps, target, show, out_dir)
+    except Int8GateMissed as missed:
+        if not ("onnx" in steps[4] and target.method_auto and target.method == "dynamic"):
+            raise
+        show.step(f"dynamic INT8 missed the fidelity gate ({missed}); trying static INT8")
+        _empty(partial)
+        return _export_into(*steps, dataclasses.replace(target, method="static", method_auto=False), show, out_dir)
+
+
+def _empty(folder: Path) -> None:
+    shutil.rmtree(folder)
+    folder.mkdir()
+
+
 @dataclass(frozen=True)
 class ExportRequest:
-    """What the user asked to export: the model and where it came from, scenes, precision, format and
-    calibration crops."""
+    """What the user asked to export: the model and where it came from, scenes, precision, the folders
+    worth trying (export/choice.py's plans: the formats each holds) and calibration crops."""
 
     model: object
     checkpoint_info: dict
     scenes: list
     precision: str
-    fmt: str
+    plans: list
     calib: np.ndarray | None
+
+    def fields(self, formats: tuple[str, ...]) -> tuple:
+        """_export_into's leading arguments for the folder of `formats`."""
+        return self.model, self.checkpoint_info, self.scenes, self.precision, formats, self.calib
 
 
 @dataclass(frozen=True)
@@ -255,26 +280,34 @@ class Written:
     quantization: dict | None = None
 
 
-def _export_into(model, checkpoint_info, scenes, precision, fmt, calib, folder: Path, scratch: Path, force,
+def _export_into(model, checkpoint_info, scenes, precision, formats, calib, folder: Path, scratch: Path, force,
                  target: Int8Target, show: _Progress, out_dir: Path):
-    """The steps of one export into `folder`: plain graph, reference scores, the format's writer,
-    validation and gates, manifest. Returns (manifest, report)."""
-    from export.manifest import build_manifest
+    """The steps of one export into `folder`: plain graph, reference scores, then per format its writer,
+    validation and gates, and its manifest (embedded); the folder's manifest last. Returns (manifest, report)."""
+    from export import manifest as mf, validate
 
     job = _prepare(model, scenes, precision, calib, folder, scratch, target, show)
-    written = WRITERS[(fmt, precision)](job)
-    parity = _validate(job, written)
-    _check_gates(parity, precision, force, len(job.crops))
-    manifest = build_manifest(
-        kind=fmt, file=written.model_file, precision=precision, weights_file=written.weights_file,
-        scenes=[{"name": s, "prompts": model.prompts(s)} for s in scenes],
-        levels=[float(f"{v:.7g}") for v in model.head.levels.tolist()], crop_size=model.config.image_size,
-        checkpoint=checkpoint_info, tools=job.tools, parity=parity, quantization=written.quantization,
-        graph=job.graph_info)
-    _write_manifest(job, fmt, written, manifest)
-    from export import validate
-
-    return manifest, validate.format_report(manifest, out_dir) + "\n" + recommendation(target.cpu, manifest)
+    manifests, graph_info = [], dict(job.graph_info)
+    for fmt in formats:
+        job.graph_info = dict(graph_info)          # each graph's own operator counts and fusions
+        job.target = dataclasses.replace(target, preset=choice.onnx_preset(formats, target.preset, target.preset_auto,
+                                                                            target.cpu))
+        written = WRITERS[(fmt, precision)](job)
+        parity = _validate(job, written)
+        _check_gates(parity, precision, force, len(job.crops))
+        manifest = mf.build_manifest(
+            kind=fmt, file=written.model_file, precision=precision, weights_file=written.weights_file,
+            scenes=[{"name": s, "prompts": model.prompts(s)} for s in scenes],
+            levels=[float(f"{v:.7g}") for v in model.head.levels.tolist()], crop_size=model.config.image_size,
+            checkpoint=checkpoint_info, tools=dict(job.tools), parity=parity, quantization=written.quantization,
+            graph=job.graph_info, prefer=choice.prefer_block(precision))
+        _write_manifest(job, fmt, written, manifest)
+        manifests.append(manifest)
+    manifest = choice.combine(manifests)
+    mf.write_manifest(job.folder, manifest)
+    head, next_lines, rest = validate.format_report(manifest, out_dir).partition("\nnext:")
+    return manifest, (head + choice.alternatives_report(manifests) + next_lines + rest
+                      + "\n" + choice.recommendation(target.cpu, manifest))
 
 
 def _prepare(model, scenes, precision, calib, folder, scratch, target, show) -> Job:
@@ -433,35 +466,22 @@ def _check_gates(parity: dict, precision: str, force: bool, images: int) -> None
 
 
 def _write_manifest(job: Job, fmt: str, written: Written, manifest: dict) -> None:
-    """The manifest inside the graph file and beside it (written last: the folder's completion mark)."""
-    from export.manifest import embed_in_onnx, embedded_copy, write_manifest
+    """The manifest inside the graph file, and the file's hash in it (manifest.json, the folder's
+    completion mark, is written last by _export_into)."""
+    from export import manifest as mf
     from gamma_edge.checkpoint import file_sha256
 
     job.show.step(f"embedding the manifest and writing {MANIFEST_NAME}")
     graph_file = job.folder / written.model_file
     if fmt == "onnx":
-        embed_in_onnx(graph_file, manifest)
+        mf.embed_in_onnx(graph_file, manifest)
     else:
         import openvino as ov
 
-        _save_ov(ov.Core().read_model(str(graph_file)), graph_file, embedded_copy(manifest), job.precision,
+        _save_ov(ov.Core().read_model(str(graph_file)), graph_file, mf.embedded_copy(manifest), job.precision,
                  rewrite=True)
         manifest["model"]["weights_sha256"] = file_sha256(job.folder / written.weights_file)
     manifest["model"]["sha256"] = file_sha256(graph_file)
-    write_manifest(job.folder, manifest)
-
-
-def recommendation(cpu, manifest: dict) -> str:
-    """The line after every export that leads to the fastest faithful INT8 path for this CPU."""
-    kind = cpu.kind
-    quantization = manifest.get("quantization") or {}
-    made = (manifest["model"]["precision"] == "int8"
-            and manifest["model"]["kind"] == kind.int8_format
-            and (kind.int8_format == "openvino" or quantization.get("method") in (kind.ort_int8_method, None)))
-    head = (f"this CPU ({cpu.model}, {kind.name}): "
-            + ("this export is the fastest faithful INT8 path measured for it"
-               if made else f"the fastest faithful INT8 path is 'gamma-edge export {kind.recommended}'"))
-    return f"{head} ({kind.why}; docs/hardware.md)"
 
 
 def _save_ov(ov_model, target: Path, manifest_json, precision, rewrite: bool = False) -> None:

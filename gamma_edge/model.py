@@ -19,6 +19,7 @@ from torch import nn
 from contract.errors import UserError
 from gamma_edge.scenes import Scene, default_scenes, plain_prompts
 from gamma_edge.state_dicts import load_backbone_state
+from gamma_edge.towers import TextTower, encode_image
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 
@@ -160,6 +161,7 @@ class Gamma(nn.Module):
         self.scenes = {s.name: s for s in (scenes if scenes is not None else default_scenes())}
         self._tokenizer = open_clip.tokenize
         self.context_length = int(config.backbone["text_cfg"].get("context_length", 77))
+        self._text_tower = TextTower(self.clip, config.moae_blocks)   # prompt-length, frozen blocks kept
         self.set_trainable()
 
     def _install_moae(self, transformer: nn.Module, width: int) -> None:
@@ -189,14 +191,16 @@ class Gamma(nn.Module):
         return list(self.scenes[scene].prompts)
 
     def text_features(self, scene: str) -> torch.Tensor:
-        """(5, D) unnormalised text features of a scene's five level prompts."""
+        """(5, D) unnormalised text features of a scene's five level prompts (open_clip's encode_text,
+        run on the prompts' own length with the frozen blocks' output kept: gamma_edge/towers.py)."""
         tokens = self._tokenizer(self.prompts(scene), context_length=self.context_length)
-        return self.clip.encode_text(tokens.to(self.mean.device))
+        return self._text_tower(tokens.to(self.mean.device))
 
     # ---- images ----
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, D) features after the visual projection (before the adapter)."""
-        return self.clip.encode_image((images - self.mean) / self.std)
+        """(N, D) features after the visual projection (before the adapter); open_clip's encode_image
+        with the last block run for the class token alone (gamma_edge/towers.py)."""
+        return encode_image(self.clip.visual, (images - self.mean) / self.std)
 
     def scores(self, images: torch.Tensor, scenes: Sequence[str] | None = None) -> torch.Tensor:
         """(N, S): every scene from one vision pass (the deployment property of docs/design.md sec. 1.8)."""

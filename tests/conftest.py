@@ -27,3 +27,5 @@ def tiny_gamma():
 def state_folder(tmp_path_factory, monkeypatch):
     """Live runs keep their cameras' normals in the user's state folder by default: a test's own."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+    # and the engines' start-up cache (runtime/inference/engine_cache.py) in a test's own folder too
+    monkeypatch.setenv("GAMMA_EDGE_CACHE_DIR", str(tmp_path_factory.mktemp("engine-cache")))

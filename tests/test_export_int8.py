@@ -138,7 +138,8 @@ def test_auto_preset_follows_the_cpu(model, tmp_path, cpu_name, preset):
     from export import export_model
 
     cpu = getattr(test_hardware, cpu_name)
-    result = export_model(model, tmp_path / "auto", precision="int8", force=True, progress=False, cpu=cpu)
+    result = export_model(model, tmp_path / "auto", precision="int8", fmt="onnx", force=True, progress=False,
+                          cpu=cpu)
     q = result.manifest["quantization"]
     assert (q["preset"], q["method"], q["chosen"]) == (preset, cpu.kind.ort_int8_method, "auto")
     assert q["built_on"] == cpu.describe() and q["target"] == hardware_presets()[preset].target

@@ -7,6 +7,7 @@ openvino are imported only by the backend that needs them.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import sys
 from pathlib import Path
@@ -17,9 +18,13 @@ import numpy as np
 from contract import hardware
 from contract.errors import UserError
 from contract.hardware import CpuInfo, PRECISIONS
-from contract.manifest import Manifest
+from contract.manifest import Manifest, choose_graph
+from runtime.inference.engine_cache import EngineCache, Loaded, file_identity
 
 BACKENDS = ("auto", "onnxruntime", "openvino")
+ENGINE_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino"}     # the graph format each engine runs natively
+OPTIMIZED_ONNX = "optimized.onnx"        # ONNX Runtime's optimized graph, in a start-up cache entry
+COMPILED_BLOB = "compiled.blob"          # OpenVINO's exported compiled model, in a start-up cache entry
 DEVICES = ("auto", "cpu", "cuda", "tensorrt", "gpu", "npu")
 
 
@@ -42,10 +47,12 @@ def available_cores() -> int:
 
 
 def load_backend(manifest: Manifest, backend: str = "auto", device: str = "auto",
-                 threads: int | None = None, precision: str = "auto", cpu: CpuInfo | None = None) -> Backend:
+                 threads: int | None = None, precision: str = "auto", cpu: CpuInfo | None = None,
+                 cache: Path | None = None) -> Backend:
     """The backend for this model: ONNX Runtime for kind "onnx", OpenVINO for kind
     "openvino" (OpenVINO also reads .onnx files), unless `backend` says otherwise.
-    `cpu` (default: the host's, contract.hardware) decides bf16 and the INT8 fit notes."""
+    `cpu` (default: the host's, contract.hardware) decides bf16 and the INT8 fit notes; `cache` is the
+    start-up cache's folder (default: engine_cache.cache_root())."""
     if backend not in BACKENDS:
         raise UserError(f"backend {backend!r} is unknown; choose one of {', '.join(BACKENDS)}")
     if device not in DEVICES:
@@ -61,9 +68,11 @@ def load_backend(manifest: Manifest, backend: str = "auto", device: str = "auto"
             backend = "onnxruntime"
         elif precision == "bf16":
             backend = "openvino"                     # only OpenVINO computes in bf16; it reads .onnx too
-        else:
-            backend = "onnxruntime" if manifest.model_kind == "onnx" else "openvino"
     cpu = cpu or hardware.detect_cpu()
+    # a folder with several graphs (export --format both): the engine's own, else the one for this CPU
+    manifest = choose_graph(manifest, ENGINE_FORMATS.get(backend), cpu.kind.name, cpu.kind.int8_format)
+    if backend == "auto":
+        backend = "onnxruntime" if manifest.model_kind == "onnx" else "openvino"
     quantization = manifest.raw.get("quantization") if manifest.precision == "int8" else None
     hardware.check_int8_preset(quantization)        # a preset we do not know: refused before loading
     if backend == "onnxruntime":
@@ -72,13 +81,23 @@ def load_backend(manifest: Manifest, backend: str = "auto", device: str = "auto"
                 f"'{manifest.model_file.name}' is an OpenVINO model, which ONNX Runtime cannot run; "
                 f"use --backend openvino or an ONNX export")
         hardware.check_onnxruntime_precision(precision)
-        loaded: Backend = OnnxRuntimeBackend(manifest, device, threads, precision)
+        loaded: Backend = OnnxRuntimeBackend(manifest, device, threads, precision, cache)
         engine_device = "CPU" if loaded.providers[0] == "CPUExecutionProvider" else "GPU"
     else:
-        loaded = OpenVINOBackend(manifest, device, threads, precision, cpu)
+        loaded = OpenVINOBackend(manifest, device, threads, precision, cpu, cache)
         engine_device = loaded.target
     loaded.notes += hardware.int8_notes(quantization, engine_device, cpu)
     return loaded
+
+
+def _model_identity(manifest: Manifest) -> dict:
+    """What a start-up cache entry of this model depends on: its hash from the manifest and its files."""
+    model = manifest.raw.get("model") or {}
+    files = [manifest.model_file]
+    if model.get("weights_file"):
+        files.append(manifest.folder / model["weights_file"])
+    return {"sha256": model.get("sha256"), "weights_sha256": model.get("weights_sha256"),
+            "files": file_identity(*files)}
 
 
 def _check_output(scores, manifest: Manifest, count: int) -> np.ndarray:
@@ -131,7 +150,7 @@ class OnnxRuntimeBackend:
                       "CPUExecutionProvider": "CPU"}
 
     def __init__(self, manifest: Manifest, device: str = "auto", threads: int | None = None,
-                 precision: str = "auto"):
+                 precision: str = "auto", cache: Path | None = None):
         import onnxruntime as ort
 
         self.manifest = manifest
@@ -149,20 +168,7 @@ class OnnxRuntimeBackend:
                 f"it was exported in (only TensorRT can add fp16); export a {precision} model or drop --precision")
 
         wanted = self._providers(device, available, precision, model_precision)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3          # the fallback is reported below, from what the session got
-        # Idle intra-op threads sleep instead of spinning: spinning ones take the cores the image decoder
-        # needs while it prepares the next batch (benchmarks/bench_runtime.py end-to-end vs backend-only).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(str(manifest.model_file), sess_options=options, providers=wanted)
-        except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / RuntimeException types
-            raise UserError(
-                f"ONNX Runtime could not load '{manifest.model_file}' ({str(exc).splitlines()[0][:200]}); "
-                f"export the model again or upgrade onnxruntime") from None
+        self.session, self.cache = self._session(ort, wanted, cache)
         self.providers = self.session.get_providers()
         got = self.providers[0]
         requested = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}.get(device)
@@ -186,6 +192,44 @@ class OnnxRuntimeBackend:
         if self.input_name not in names:
             raise UserError(
                 f"'{manifest.model_file}' has inputs {names}, not '{self.input_name}' as its manifest says; export again")
+
+    def _options(self, ort, level):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = level
+        options.log_severity_level = 3          # the fallback is reported below, from what the session got
+        # Idle intra-op threads sleep instead of spinning: spinning ones take the cores the image decoder
+        # needs while it prepares the next batch (benchmarks/bench_runtime.py end-to-end vs backend-only).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return options
+
+    def _session(self, ort, wanted: list, cache: Path | None):
+        """The session, on the CPU from the start-up cache (engine_cache.py): the graph as ONNX Runtime
+        optimized it last time, loaded with its optimizations off since they are already applied."""
+        model_file = self.manifest.model_file
+
+        def build(folder: Path | None):
+            options = self._options(ort, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+            if folder is not None:
+                options.optimized_model_filepath = str(folder / OPTIMIZED_ONNX)
+            try:
+                return ort.InferenceSession(str(model_file), sess_options=options, providers=wanted)
+            except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / RuntimeException types
+                raise UserError(
+                    f"ONNX Runtime could not load '{model_file}' ({str(exc).splitlines()[0][:200]}); "
+                    f"export the model again or upgrade onnxruntime") from None
+
+        def use(folder: Path):
+            options = self._options(ort, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+            return ort.InferenceSession(str(folder / OPTIMIZED_ONNX), sess_options=options, providers=wanted)
+
+        if wanted != ["CPUExecutionProvider"]:     # GPU providers build their own (TensorRT: its engine cache)
+            return build(None), Loaded(None, "off")
+        parts = {"version": ort.__version__, "model": _model_identity(self.manifest), "cpu": hardware.detect_cpu().describe(),
+                 "optimization": "ORT_ENABLE_ALL", "providers": wanted}
+        loaded = EngineCache("onnxruntime", cache).load(parts, build, use)
+        return loaded.value, loaded
 
     def _providers(self, device, available, precision, model_precision) -> list:
         gpu = cuda_driver_present()
@@ -232,7 +276,7 @@ class OpenVINOBackend:
     """OpenVINO on CPU, or on GPU / NPU where OpenVINO sees them. It reads IR or ONNX."""
 
     def __init__(self, manifest: Manifest, device: str = "auto", threads: int | None = None,
-                 precision: str = "auto", cpu: CpuInfo | None = None):
+                 precision: str = "auto", cpu: CpuInfo | None = None, cache: Path | None = None):
         import openvino as ov
 
         self.manifest = manifest
@@ -250,23 +294,10 @@ class OpenVINOBackend:
             raise UserError(
                 f"this model was exported as {manifest.precision}; INT8 needs an INT8 export (export --int8)")
         asked = hardware.openvino_float_precision(manifest.precision, precision, target, cpu or hardware.detect_cpu())
-        try:
-            model = core.read_model(str(manifest.model_file))
-        except Exception as exc:  # openvino raises RuntimeError subclasses of its own
-            raise UserError(
-                f"OpenVINO could not read '{manifest.model_file}' ({str(exc).splitlines()[0][:200]}); "
-                f"export the model again or upgrade openvino") from None
-        size = manifest.crop_size
         # NPUs compile static shapes only; elsewhere keep the batch dynamic.
         self.batch = manifest.batch or (8 if target == "NPU" else None)
-        model.reshape({model.input(manifest.input_name).any_name: [self.batch or -1, size, size, 3]})
         self.threads = (threads or available_cores()) if target == "CPU" else None
-        try:
-            self.compiled = compile_openvino(core, model, target, asked, self.threads)
-        except Exception as exc:
-            raise UserError(
-                f"OpenVINO could not compile the model for {target} with {asked} precision "
-                f"({str(exc).splitlines()[0][:200]}); try --device cpu or --precision auto") from None
+        self.compiled, self.cache = self._compiled(core, target, asked, cache, cpu or hardware.detect_cpu())
         self.request = self.compiled.create_infer_request()
         self.output = self.compiled.output(manifest.output_name)
         self.target = target
@@ -276,6 +307,47 @@ class OpenVINOBackend:
                               f"(its {target} plugin has no native {asked} here); scores are {self.float_precision}")
         self.precision = ("int8" if self.float_precision == "fp32" else f"int8+{self.float_precision}") \
             if manifest.precision == "int8" else self.float_precision
+
+    def _compiled(self, core, target: str, asked: str, cache: Path | None, cpu: CpuInfo):
+        """The compiled model; on the CPU from the start-up cache (engine_cache.py): the compiled model
+        OpenVINO exported last time, imported instead of compiled."""
+        import openvino as ov
+
+        manifest = self.manifest
+
+        def build(folder: Path | None):
+            try:
+                model = core.read_model(str(manifest.model_file))
+            except Exception as exc:  # openvino raises RuntimeError subclasses of its own
+                raise UserError(
+                    f"OpenVINO could not read '{manifest.model_file}' ({str(exc).splitlines()[0][:200]}); "
+                    f"export the model again or upgrade openvino") from None
+            size = manifest.crop_size
+            model.reshape({model.input(manifest.input_name).any_name: [self.batch or -1, size, size, 3]})
+            try:
+                compiled = compile_openvino(core, model, target, asked, self.threads)
+            except Exception as exc:
+                raise UserError(
+                    f"OpenVINO could not compile the model for {target} with {asked} precision "
+                    f"({str(exc).splitlines()[0][:200]}); try --device cpu or --precision auto") from None
+            if folder is not None:
+                (folder / COMPILED_BLOB).write_bytes(compiled.export_model().getbuffer())
+            return compiled
+
+        def use(folder: Path):
+            # Imported from a memory map shared with OpenVINO, not read into Python first: 0.09 s for a
+            # 175 MB ViT-B/16 INT8 blob against 0.2 s; the map lives as long as the compiled model.
+            with open(folder / COMPILED_BLOB, "rb") as handle:
+                mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+            self._blob = ov.Tensor(np.frombuffer(mapped, dtype=np.uint8), shared_memory=True)
+            return core.import_model(self._blob, target, openvino_config(target, asked, self.threads))
+
+        if target != "CPU":
+            return build(None), Loaded(None, "off")
+        parts = {"version": ov.get_version(), "model": _model_identity(manifest), "cpu": cpu.describe(),
+                 "config": openvino_config(target, asked, self.threads), "batch": self.batch}
+        loaded = EngineCache("openvino", cache).load(parts, build, use)
+        return loaded.value, loaded
 
     def _infer(self, chunk: np.ndarray) -> np.ndarray:
         self.request.infer({0: chunk})
@@ -296,12 +368,17 @@ def compile_openvino(core, model, target: str = "CPU", precision: str = "fp32", 
     precision: the CPU plugin picks bf16 by itself on AVX512_BF16 / AMX CPUs (and f16 on ARM) unless
     told, which moves FP32 scores by up to 6e-3 (docs/design.md sec. 5.1). `precision` is ours (fp32, bf16,
     fp16); NPUs take no precision hint. LATENCY hint: THROUGHPUT with synchronous infer runs at half speed."""
+    return core.compile_model(model, target, openvino_config(target, precision, threads))
+
+
+def openvino_config(target: str, precision: str, threads: int | None) -> dict:
+    """The properties of compile_openvino (and of importing what it compiled, from the start-up cache)."""
     config = {"PERFORMANCE_HINT": "LATENCY"}
     if target != "NPU":
         config["INFERENCE_PRECISION_HINT"] = hardware.OPENVINO_HINTS[precision]
     if threads and target == "CPU":
         config["INFERENCE_NUM_THREADS"] = threads
-    return core.compile_model(model, target, config)
+    return config
 
 
 def openvino_precision(compiled) -> str | None:
