@@ -20,8 +20,8 @@ from typing import Sequence
 import numpy as np
 
 from contract.errors import UserError
-from contract.manifest import MANIFEST_NAME, OPENVINO_RT_INFO_KEY
-from export import choice
+from contract.manifest import MANIFEST_NAME
+from export import choice, writers
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx", "openvino")
@@ -268,18 +268,6 @@ class Job:
     tools: dict = field(default_factory=dict)
 
 
-@dataclass
-class Written:
-    """What a format's writer leaves in the folder, and how to run it for validation."""
-
-    model_file: str
-    weights_file: str | None
-    files: list
-    run: object
-    providers: list
-    quantization: dict | None = None
-
-
 def _export_into(model, checkpoint_info, scenes, precision, formats, calib, folder: Path, scratch: Path, force,
                  target: Int8Target, show: _Progress, out_dir: Path):
     """The steps of one export into `folder`: plain graph, reference scores, then per format its writer,
@@ -292,7 +280,7 @@ def _export_into(model, checkpoint_info, scenes, precision, formats, calib, fold
         job.graph_info = dict(graph_info)          # each graph's own operator counts and fusions
         job.target = dataclasses.replace(target, preset=choice.onnx_preset(formats, target.preset, target.preset_auto,
                                                                             target.cpu))
-        written = WRITERS[(fmt, precision)](job)
+        written = writers.WRITERS[(fmt, precision)](job)
         parity = _validate(job, written)
         _check_gates(parity, precision, force, len(job.crops))
         manifest = mf.build_manifest(
@@ -333,105 +321,9 @@ def _prepare(model, scenes, precision, calib, folder, scratch, target, show) -> 
                graph_info, tool_versions("torch", "open_clip", "onnx", "onnxruntime"))
 
 
-# -- one writer per format and precision --------------------------------------------------------
-
-def _onnx_written(job: Job, graph_file: Path, quantization: dict | None = None) -> Written:
-    from export import onnx_export, validate
-
-    job.graph_info["operators"] = onnx_export.fusion_counts(graph_file)
-    job.show.step("validating the exported graph on ONNX Runtime")
-    run, providers = validate.onnxruntime_runner(graph_file)
-    return Written(graph_file.name, None, [graph_file], run, providers, quantization)
-
-
-def write_onnx_fp32(job: Job) -> Written:
-    """The plain graph, or ONNX Runtime's fused one (SkipLayerNormalization, QuickGelu) when it
-    scores the same (within 1e-5); the optimizer is best-effort, the plain graph is exact."""
-    from export import onnx_export, validate
-
-    graph_file, chosen = job.folder / "model.onnx", job.plain
-    job.show.step("ONNX Runtime transformer fusions")
-    fused = job.scratch / "fused.onnx"
-    visual = job.model.clip.visual
-    try:
-        onnx_export.optimize_for_onnxruntime(job.plain, fused, visual.transformer.resblocks[0].attn.num_heads,
-                                             visual.transformer.width)
-        run, _ = validate.onnxruntime_runner(fused)
-        diff = onnx_export.max_abs_diff(validate.run_in_batches(run, job.crops), job.reference)
-        if diff <= 1e-5:
-            chosen = fused
-            job.graph_info["onnxruntime_fusions"] = "SkipLayerNormalization, QuickGelu (com.microsoft ops)"
-        else:
-            job.show.step(f"fused graph drifts by {diff:.2g}; keeping the plain graph")
-    except Exception as exc:   # noqa: BLE001 - any optimizer failure leaves the exact plain graph
-        job.show.step(f"ONNX Runtime fusions unavailable ({type(exc).__name__}); keeping the plain graph")
-    shutil.copyfile(chosen, graph_file)
-    return _onnx_written(job, graph_file)
-
-
-def write_onnx_fp16(job: Job) -> Written:
-    from export import onnx_export
-
-    graph_file = job.folder / "model.onnx"
-    job.show.step("converting to FP16")
-    onnx_export.to_fp16(job.plain, graph_file)
-    return _onnx_written(job, graph_file)
-
-
-def write_onnx_int8(job: Job) -> Written:
-    """ONNX Runtime INT8, static QDQ (calibrated) or dynamic, with the preset for the target CPU."""
-    from export import quantize
-
-    graph_file, target = job.folder / "model.onnx", job.target
-    chosen_by = f"auto for {target.cpu.kind.name}" if target.preset_auto else "given"
-    if target.method == "static":
-        job.show.step(f"static INT8 (preset {target.preset}, {chosen_by}): calibrating on {len(job.calib)} crops")
-        with job.show.bar(len(job.calib), "calibrating") as bar:
-            quantization = quantize.quantize_static_int8(job.plain, graph_file, job.calib, target.preset,
-                                                         progress=bar.update)
-    else:
-        job.show.step(f"dynamic INT8 (preset {target.preset}, {chosen_by})")
-        quantization = quantize.quantize_dynamic_int8(job.plain, graph_file, target.preset)
-    quantization.update(target.manifest_fields())
-    return _onnx_written(job, graph_file, quantization)
-
-
-def write_openvino(job: Job) -> Written:
-    """OpenVINO IR (model.xml + model.bin) from the plain graph; INT8 through NNCF."""
-    from export import openvino_export, validate
-    from export.manifest import tool_versions
-
-    job.tools.update(tool_versions("openvino"))
-    job.show.step("converting to OpenVINO IR")
-    ov_model = openvino_export.convert_to_openvino(job.plain)
-    quantization = None
-    if job.precision == "int8":
-        job.tools.update(tool_versions("nncf"))
-        job.show.step(f"NNCF INT8 (TRANSFORMER preset): calibrating on {len(job.calib)} crops")
-        with job.show.bar(len(job.calib), "calibrating (NNCF)") as bar:
-            ov_model, quantization = openvino_export.quantize_openvino_int8(ov_model, job.calib, progress=bar.update)
-        quantization["built_on"] = job.target.cpu.describe()
-    graph_file = job.folder / "model.xml"
-    _save_ov(ov_model, graph_file, None, job.precision)
-    job.show.step("validating the exported graph on OpenVINO")
-    run, providers = validate.openvino_runner(graph_file)
-    return Written(graph_file.name, "model.bin", [graph_file, job.folder / "model.bin"], run, providers, quantization)
-
-
-# (format, precision) -> its writer: adding a format or precision is adding rows here.
-WRITERS = {
-    ("onnx", "fp32"): write_onnx_fp32,
-    ("onnx", "fp16"): write_onnx_fp16,
-    ("onnx", "int8"): write_onnx_int8,
-    ("openvino", "fp32"): write_openvino,
-    ("openvino", "fp16"): write_openvino,
-    ("openvino", "int8"): write_openvino,
-}
-
-
 # -- validation, gates and the manifest ---------------------------------------------------------
 
-def _validate(job: Job, written: Written) -> dict:
+def _validate(job: Job, written: writers.Written) -> dict:
     """The parity report of the written graph against PyTorch FP32 on the held-out crops."""
     from export import validate
 
@@ -465,7 +357,7 @@ def _check_gates(parity: dict, precision: str, force: bool, images: int) -> None
             f"images with --calib DIR, export FP32 instead, or pass --force to write it anyway")
 
 
-def _write_manifest(job: Job, fmt: str, written: Written, manifest: dict) -> None:
+def _write_manifest(job: Job, fmt: str, written: writers.Written, manifest: dict) -> None:
     """The manifest inside the graph file, and the file's hash in it (manifest.json, the folder's
     completion mark, is written last by _export_into)."""
     from export import manifest as mf
@@ -478,26 +370,10 @@ def _write_manifest(job: Job, fmt: str, written: Written, manifest: dict) -> Non
     else:
         import openvino as ov
 
-        _save_ov(ov.Core().read_model(str(graph_file)), graph_file, mf.embedded_copy(manifest), job.precision,
+        writers.save_ov(ov.Core().read_model(str(graph_file)), graph_file, mf.embedded_copy(manifest), job.precision,
                  rewrite=True)
         manifest["model"]["weights_sha256"] = file_sha256(job.folder / written.weights_file)
     manifest["model"]["sha256"] = file_sha256(graph_file)
-
-
-def _save_ov(ov_model, target: Path, manifest_json, precision, rewrite: bool = False) -> None:
-    """Save the IR; on a rewrite (to embed the manifest) go through a temporary pair of files."""
-    import openvino as ov
-
-    if manifest_json is not None:
-        ov_model.set_rt_info(manifest_json, OPENVINO_RT_INFO_KEY)
-    if not rewrite:
-        ov.save_model(ov_model, str(target), compress_to_fp16=(precision == "fp16"))
-        return
-    tmp = target.with_name("rewrite.xml")
-    ov.save_model(ov_model, str(tmp), compress_to_fp16=(precision == "fp16"))
-    del ov_model
-    os.replace(tmp.with_suffix(".bin"), target.with_suffix(".bin"))
-    os.replace(tmp, target)
 
 
 def _move_into_place(partial: Path, out_dir: Path, overwrite: bool) -> None:

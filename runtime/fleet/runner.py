@@ -88,6 +88,15 @@ def webhook_output(url: str | None, log: Callable[[str], None]):
     return WebhookEvents(url, log=log)
 
 
+def web_output(options: FleetOptions, feeds: Callable[[], list], scorer, log: Callable[[str], None]):
+    """The live page, checked now (address, token); it starts serving with the other outputs."""
+    if not options.web:
+        return None
+    from runtime.outputs.web import WebPage, host_facts
+
+    return WebPage(options.web, feeds, host_facts(scorer), token_file=options.web_token_file, log=log)
+
+
 class FleetRunner(LiveSession):
     """Score every camera of a fleet with one scorer until stopped (or every camera has ended)."""
 
@@ -101,7 +110,7 @@ class FleetRunner(LiveSession):
         self.scene_indexes = [camera_scene_index(scorer, camera) for camera in cameras]
         self.snapshots = snapshots_output(options.snapshots)
         self.webhook = webhook_output(options.webhook, self.log)     # a malformed address is named now
-        self.web = self._web(options)
+        self.web = web_output(options, lambda: self.feeds, scorer, self.log)    # address and token checked now
         if options.ha_discovery and not options.mqtt:
             raise UserError("--ha-discovery publishes over MQTT; give the broker with --mqtt (or mqtt.url in --config)")
         self.feeds: list[Feed] = []
@@ -113,14 +122,6 @@ class FleetRunner(LiveSession):
         self.state_file = (StateFile(options.baseline_file, manifest_id(scorer.manifest.raw), self.log)
                            if options.baseline_file else None)
         self.batcher = Batcher(scorer, on_done=self.bell.set)
-
-    def _web(self, options: FleetOptions):
-        """The page, checked now (address, token); it starts serving with the other outputs."""
-        if not options.web:
-            return None
-        from runtime.outputs.web import WebPage, host_facts
-
-        return WebPage(options.web, lambda: self.feeds, host_facts(self.scorer), token_file=options.web_token_file, log=self.log)
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> FleetSummary:
