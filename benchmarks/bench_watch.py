@@ -44,13 +44,14 @@ from contract import hardware  # noqa: E402
 from runtime import Scorer  # noqa: E402
 from runtime.demo import heldout  # noqa: E402
 from runtime.watch.camera import CameraWatch, WatchRules  # noqa: E402
-from runtime.watch.signals import look_at  # noqa: E402
+from runtime.watch.signals import Look, change, look_at, measure  # noqa: E402
 
 DAY = 86400.0
 SIZE = (640, 360)
 KINDS = ("gaussian_blur", "motion_blur", "jpeg", "downscale", "gaussian_noise", "underexposure")
 FLAGS = ("avx2", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
 THRESHOLDS = tuple(sorted({round(0.10 + 0.02 * i, 2) for i in range(31)} | {0.45}))
+SIGNAL_NAMES = tuple(measure(np.zeros((8, 8, 3), np.uint8)))     # every signal look_at measures
 OPTICAL = ("gaussian_blur", "motion_blur")          # before the sensor adds its noise
 DIGITAL = ("jpeg", "downscale")                      # after: the encoder sees the noisy frame
 
@@ -105,7 +106,9 @@ class Scene:
         if injection and injection.kind in DIGITAL:
             rgb = heldout.degrade(rgb, injection.kind, injection.level, self.rng)
         bgr = np.ascontiguousarray(rgb[..., ::-1])
-        bgr = np.roll(bgr, tuple(self.rng.integers(-1, 2, size=2)), axis=(0, 1))     # shake
+        dy, dx = (int(v) for v in self.rng.integers(-1, 2, size=2))      # a pixel of shake (edges repeated, not wrapped)
+        height, width = bgr.shape[:2]
+        bgr = cv2.copyMakeBorder(bgr, 1, 1, 1, 1, cv2.BORDER_REPLICATE)[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
         return self._glitch(bgr)
 
     def _sensor_noise(self, rgb: np.ndarray, sigma: float) -> np.ndarray:
@@ -175,24 +178,72 @@ def configurations(args) -> dict[str, WatchRules]:
     return rules
 
 
-def simulate(scenes: list[Scene], scorer: Scorer, rules: dict[str, WatchRules], args) -> dict:
-    """Every frame of every camera scored and looked at once, then fed to every configuration."""
-    watches = {scene.name: {name: CameraWatch(rule, 0.0, name=scene.name) for name, rule in rules.items()}
-               for scene in scenes}
-    events = {scene.name: {name: [] for name in rules} for scene in scenes}
+def simulate(scenes: list[Scene], scorer, rules: dict[str, WatchRules], args) -> tuple[dict, str]:
+    """Every frame of every camera scored and looked at once (or read back from --frames), then fed
+    to every configuration."""
+    frames = load_frames(args.frames, scenes, args) if args.frames and args.frames.exists() else None
+    if frames is None:
+        frames = score_frames(scenes, scorer, args)
+        frames["model"] = np.array(scorer.describe())
+        if args.frames:
+            np.savez_compressed(args.frames, **frames)
+    return replay(scenes, frames, rules, args), str(frames["model"])
+
+
+def score_frames(scenes: list[Scene], scorer, args) -> dict[str, np.ndarray]:
+    """Per camera, what the watch reads of each frame: its score, contrast, change from the frame
+    before and image signals (NaN where a uniform picture has none)."""
     steps = int(args.hours * 3600.0 / args.interval)
+    out = {f"{s.name}/{k}": np.full((steps,) + ((len(SIGNAL_NAMES),) if k == "signals" else ()), np.nan, np.float32)
+           for s in scenes for k in ("score", "contrast", "moved", "signals")}
+    previous = {scene.name: None for scene in scenes}
     began = time.monotonic()
     for step in range(steps):
         t = step * args.interval
-        frames = [scene.frame(t) for scene in scenes]
-        scores = [row.scores[scorer.scene] for row in scorer.score_many(frames)]
-        for scene, frame, score in zip(scenes, frames, scores):
-            look = look_at(frame, 6.0)
-            for name, watch in watches[scene.name].items():
-                raised = watch.on_picture(t, look=look) + watch.on_score(t, score)
-                events[scene.name][name] += [(e["event"], t) for e in raised]
+        images = [scene.frame(t) for scene in scenes]
+        scores = [row.scores[scorer.scene] for row in scorer.score_many(images)]
+        for scene, image, score in zip(scenes, images, scores):
+            look = look_at(image, 6.0)
+            moved = change(look.picture, previous[scene.name])
+            previous[scene.name] = look.picture
+            out[f"{scene.name}/score"][step] = score
+            out[f"{scene.name}/contrast"][step] = look.contrast
+            out[f"{scene.name}/moved"][step] = np.nan if moved is None else moved
+            if look.signals is not None:
+                out[f"{scene.name}/signals"][step] = [look.signals[n] for n in SIGNAL_NAMES]
         if step % max(1, steps // 20) == 0:
             print(f"  {100 * step / steps:3.0f}%  {time.monotonic() - began:6.0f} s", file=sys.stderr, flush=True)
+    return out
+
+
+def load_frames(path: Path, scenes: list[Scene], args) -> dict[str, np.ndarray]:
+    data = dict(np.load(path))
+    steps = int(args.hours * 3600.0 / args.interval)
+    missing = [s.name for s in scenes if f"{s.name}/score" not in data or len(data[f"{s.name}/score"]) != steps]
+    if missing:
+        raise SystemExit(f"--frames {path} holds no {args.hours:g} h run of {', '.join(missing)}; "
+                         f"give another file to score them")
+    return data
+
+
+def replay(scenes: list[Scene], frames: dict[str, np.ndarray], rules: dict[str, WatchRules], args) -> dict:
+    """The recorded frames fed to every configuration's watch of every camera. A frame's picture is
+    stood in for by one float pixel stepping by the recorded change, so the frozen check sees what it
+    saw live."""
+    events = {scene.name: {name: [] for name in rules} for scene in scenes}
+    for scene in scenes:
+        watches = {name: CameraWatch(rule, 0.0, name=scene.name) for name, rule in rules.items()}
+        score, spread, moved, signals = (frames[f"{scene.name}/{k}"] for k in ("score", "contrast", "moved", "signals"))
+        level = 0.0
+        for step in range(len(score)):
+            t = step * args.interval
+            if not np.isnan(moved[step]):
+                level += float(moved[step]) * (1 if step % 2 else -1)
+            look = Look(np.array([[level]], np.float32), float(spread[step]),
+                        None if np.isnan(signals[step][0]) else dict(zip(SIGNAL_NAMES, map(float, signals[step]))))
+            for name, watch in watches.items():
+                raised = watch.on_picture(t, look=look) + watch.on_score(t, float(score[step]))
+                events[scene.name][name] += [(e["event"], t) for e in raised]
     return events
 
 
@@ -260,6 +311,9 @@ def main() -> None:
     parser.add_argument("--drops", type=lambda s: [float(x) for x in s.split(",")], default=[0.06, 0.08, 0.12])
     parser.add_argument("--kinds", type=lambda s: s.split(","), default=list(KINDS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--frames", type=Path, default=None,
+                        help="an .npz of every frame's score and signals: written after scoring, read instead of "
+                             "scoring when it exists (judge changed watch rules without scoring again)")
     parser.add_argument("--json", type=Path, default=None, help="write the raw events of every configuration here")
     parser.add_argument("--held-out", default="", help="cameras kept apart from every choice, reported on their own")
     args = parser.parse_args()
@@ -275,16 +329,16 @@ def main() -> None:
         schedule(scene, args, np.random.default_rng(rng.integers(1 << 32)))
     cpu = hardware.detect_cpu()
     began = time.monotonic()
-    scorer = Scorer(args.model)
+    scorer = None if args.frames and args.frames.exists() else Scorer(args.model)
     rules = configurations(args)
-    events = simulate(scenes, scorer, rules, args)
+    events, model = simulate(scenes, scorer, rules, args)
     if args.json:        # the raw events first: any configuration can be judged again without simulating
         args.json.write_text(json.dumps({"events": events, "cameras": [s.name for s in scenes],
                                          "injections": {s.name: [vars(i) for i in s.injections] for s in scenes}}))
     held_out = set(filter(None, args.held_out.split(",")))
     print(f"\n{len(scenes)} cameras ({', '.join(s.name for s in scenes)}; gray at night: {', '.join(sorted(mono)) or 'none'}; "
           f"held out from every choice: {', '.join(sorted(held_out)) or 'none'}), {args.hours:g} h each, a frame every "
-          f"{args.interval:g} s, hold {args.hold:g} s, smooth {args.smooth}, warm-up {args.warmup:g} s; {scorer.describe()}; "
+          f"{args.interval:g} s, hold {args.hold:g} s, smooth {args.smooth}, warm-up {args.warmup:g} s; {model}; "
           f"CPU: {cpu.model} ({', '.join(sorted(f for f in cpu.features if f in FLAGS))}); wall {time.monotonic() - began:.0f} s")
     groups = [("tuning cameras", [s for s in scenes if s.name not in held_out])]
     if held_out:

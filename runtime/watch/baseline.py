@@ -18,7 +18,7 @@ from runtime.watch.normal import Normal
 from runtime.watch.signals import SIGNALS, describe
 
 # colourfulness with hysteresis: gray (infrared) below MONO_BELOW, colour again above COLOUR_ABOVE
-MONO_BELOW, COLOUR_ABOVE = 3.0, 6.0
+MONO_BELOW, COLOUR_ABOVE = 1.5, 3.0
 MODES = ("model", "signals", "model+signals")
 # The least spread of each quantity's normal: a scene with no clipped pixel at all is not infinitely
 # sure of it (percentage points for the shares, a ratio's hundredth for blockiness).
@@ -28,11 +28,14 @@ FLOORS = {"highlights": 0.5, "shadows": 0.5, "colour_cast": 0.5, "blockiness": 0
 @dataclass(frozen=True)
 class SignalRule:
     """When a signal alone is evidence of a defect: its smoothed value beyond `limit` against its
-    normal (a ratio for ratio signals, percentage points otherwise) in the direction given."""
+    normal (a ratio for ratio signals, percentage points otherwise) in the direction given, and at
+    least `spreads` of the normal's own spreads away from it (a signal that wanders by itself in
+    this scene needs a larger change)."""
 
     name: str
     direction: int        # -1: a drop is the defect; +1: a rise
     limit: float
+    spreads: float = 4.0
 
 
 SIGNAL_RULES = (
@@ -99,9 +102,8 @@ class CameraBaseline:
             return
         normals = self._normals()
         normals["score"].add(now, score)
-        for name, value in self.recent[-1].items():
-            if name in normals:
-                normals[name].add(now, value)
+        for name, value in self.smoothed_signals().items():     # the median: one odd frame is not learned
+            normals[name].add(now, value)
 
     @property
     def ready(self) -> bool:
@@ -132,9 +134,12 @@ class CameraBaseline:
             normal = normals[rule.name]
             if not normal.ready or rule.name not in signals:
                 continue
-            change = _change(rule.name, signals[rule.name], normal.level)
-            beyond = change < rule.limit if rule.direction < 0 else change > rule.limit
-            back = change >= _halfway(rule) if rule.direction < 0 else change <= _halfway(rule)
+            value = signals[rule.name]
+            change = _change(rule.name, value, normal.level)
+            away = rule.direction * (value - normal.level) / normal.spread
+            beyond = (change < rule.limit if rule.direction < 0 else change > rule.limit) and away >= rule.spreads
+            back = (change >= _halfway(rule) if rule.direction < 0 else change <= _halfway(rule)) \
+                or away < 0.5 * rule.spreads
             verdicts.append(True if beyond else (False if back else None))
         return either(*verdicts)
 

@@ -14,14 +14,16 @@ from dataclasses import asdict, dataclass, field
 
 WARMUP_SAMPLES = 256        # at most this many kept during warm-up (every other one dropped past it)
 MIN_SAMPLES = 8             # and at least this many before the warm-up can end
-CLIP = 3.0                  # a sample moves the normal by at most CLIP spreads
+CLIP = 3.0                  # a sample moves the normal by at most CLIP spreads ...
+CLIP_SHARE = 0.2            # ... or this share of its level, whichever is more (dusk moves it fast)
+FOLLOW_S = 600.0            # the time constant of following slow change
 MEAN_ABS_TO_SIGMA = math.sqrt(math.pi / 2)   # E|x - mu| = sigma * sqrt(2 / pi) for a normal distribution
 
 
 @dataclass
 class Normal:
     warmup_s: float
-    follow_s: float = 1800.0
+    follow_s: float = FOLLOW_S
     floor: float = 1e-3                  # the least spread: a perfectly still scene is not infinitely sure
     started: float | None = None
     samples: list = field(default_factory=list)
@@ -58,7 +60,7 @@ class Normal:
     def _follow(self, now: float, value: float) -> None:
         alpha = 1.0 - math.exp(-max(0.0, now - self.updated) / self.follow_s)
         self.updated = now
-        limit = CLIP * self.spread
+        limit = max(CLIP * self.spread, CLIP_SHARE * abs(self.level))
         deviation = min(max(value - self.level, -limit), limit)
         self.level += alpha * deviation
         self.spread = max(self._floor(), self.spread + alpha * (MEAN_ABS_TO_SIGMA * abs(deviation) - self.spread))

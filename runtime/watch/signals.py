@@ -40,6 +40,8 @@ SIGNALS = {kind.name: kind for kind in (
 )}
 BLOCK = 8                   # JPEG's and H.264's transform block
 BLOCK_WINDOW = 384          # blockiness is measured on this central square, at full size
+STEP_CLIP = 16              # gray levels: the largest step between neighbours blockiness counts
+COLOUR_SIDE = 48            # colourfulness is measured this small, where sensor noise has averaged away
 
 
 def small_gray(image: np.ndarray, side: int = SIGNAL_SIDE) -> np.ndarray:
@@ -86,7 +88,10 @@ def blockiness(image: np.ndarray) -> float:
     window = image[top:top + BLOCK_WINDOW, left:left + BLOCK_WINDOW]
     gray = cv2.cvtColor(window, cv2.COLOR_BGR2GRAY).astype(np.int16)
     ratios = []
-    for steps in (np.abs(np.diff(gray, axis=1)).mean(axis=0), np.abs(np.diff(gray, axis=0)).mean(axis=1)):
+    # each step clipped: a block edge is a small step repeated along the grid, and one strong line of
+    # the scene that happens to lie on it must not look like one
+    for steps in (np.minimum(np.abs(np.diff(gray, axis=1)), STEP_CLIP).mean(axis=0),
+                  np.minimum(np.abs(np.diff(gray, axis=0)), STEP_CLIP).mean(axis=1)):
         usable = len(steps) // BLOCK * BLOCK
         if usable < 4 * BLOCK:
             return 1.0
@@ -97,7 +102,13 @@ def blockiness(image: np.ndarray) -> float:
 
 def colourfulness(image: np.ndarray) -> float:
     """Hasler and Suesstrunk's colourfulness: about 0 for a gray (infrared night) picture, 15 and
-    more for an ordinary colour scene. It tells the light condition, not a defect."""
+    more for an ordinary colour scene. It tells the light condition, not a defect, so it is measured
+    on a copy COLOUR_SIDE pixels wide: a noisy infrared picture's chroma noise averages away there."""
+    height, width = image.shape[:2]
+    scale = COLOUR_SIDE / max(height, width)
+    if scale < 1:           # an area resize: every pixel averaged in (a decimation would keep the noise)
+        image = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
+                           interpolation=cv2.INTER_AREA)
     b, g, r = (image[..., i].astype(np.float32) for i in range(3))
     rg, yb = r - g, 0.5 * (r + g) - b
     return float(math.hypot(rg.std(), yb.std()) + 0.3 * math.hypot(rg.mean(), yb.mean()))
