@@ -27,6 +27,7 @@ or within the hold after), the median seconds to detect, and false alarms per ca
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
@@ -180,19 +181,25 @@ def configurations(args) -> dict[str, WatchRules]:
 
 def simulate(scenes: list[Scene], scorer, rules: dict[str, WatchRules], args) -> tuple[dict, str]:
     """Every frame of every camera scored and looked at once (or read back from --frames), then fed
-    to every configuration."""
+    to every configuration. Frames read back whose signals were measured by other code are made and
+    measured again (the same frames: every camera's randomness is its own), their scores kept."""
     frames = load_frames(args.frames, scenes, args) if args.frames and args.frames.exists() else None
-    if frames is None:
-        frames = score_frames(scenes, scorer, args)
-        frames["model"] = np.array(scorer.describe())
+    if frames is None or str(frames.get("signals_version")) != signals_version():
+        if frames is not None:
+            print("  measuring the signals again (runtime/watch/signals.py changed); scores kept", file=sys.stderr)
+        frames = score_frames(scenes, scorer, args, kept=frames)
         if args.frames:
             np.savez_compressed(args.frames, **frames)
     return replay(scenes, frames, rules, args), str(frames["model"])
 
 
-def score_frames(scenes: list[Scene], scorer, args) -> dict[str, np.ndarray]:
-    """Per camera, what the watch reads of each frame: its score, contrast, change from the frame
-    before and image signals (NaN where a uniform picture has none)."""
+def signals_version() -> str:
+    return hashlib.sha256((REPO / "runtime" / "watch" / "signals.py").read_bytes()).hexdigest()[:16]
+
+
+def score_frames(scenes: list[Scene], scorer, args, kept: dict | None = None) -> dict[str, np.ndarray]:
+    """Per camera, what the watch reads of each frame: its score (`kept`'s when given), contrast,
+    change from the frame before and image signals (NaN where a uniform picture has none)."""
     steps = int(args.hours * 3600.0 / args.interval)
     out = {f"{s.name}/{k}": np.full((steps,) + ((len(SIGNAL_NAMES),) if k == "signals" else ()), np.nan, np.float32)
            for s in scenes for k in ("score", "contrast", "moved", "signals")}
@@ -201,7 +208,10 @@ def score_frames(scenes: list[Scene], scorer, args) -> dict[str, np.ndarray]:
     for step in range(steps):
         t = step * args.interval
         images = [scene.frame(t) for scene in scenes]
-        scores = [row.scores[scorer.scene] for row in scorer.score_many(images)]
+        if kept is None:
+            scores = [row.scores[scorer.scene] for row in scorer.score_many(images)]
+        else:
+            scores = [kept[f"{scene.name}/score"][step] for scene in scenes]
         for scene, image, score in zip(scenes, images, scores):
             look = look_at(image, 6.0)
             moved = change(look.picture, previous[scene.name])
@@ -213,6 +223,8 @@ def score_frames(scenes: list[Scene], scorer, args) -> dict[str, np.ndarray]:
                 out[f"{scene.name}/signals"][step] = [look.signals[n] for n in SIGNAL_NAMES]
         if step % max(1, steps // 20) == 0:
             print(f"  {100 * step / steps:3.0f}%  {time.monotonic() - began:6.0f} s", file=sys.stderr, flush=True)
+    out["model"] = np.array(scorer.describe() if kept is None else str(kept["model"]))
+    out["signals_version"] = np.array(signals_version())
     return out
 
 
@@ -259,12 +271,34 @@ def evaluate(scenes: list[Scene], events: dict, name: str, args) -> dict:
             found.setdefault((injection.kind, injection.level), []).append(hits[0] - injection.start if hits else None)
         false_alarms += sum(not any(i.start <= t <= i.end + grace for i in scene.injections) for t in raised)
     camera_days = len(scenes) * args.hours / 24.0
+    idle_degraded = sum(degraded_idle_s(scene, events[scene.name][name], args) for scene in scenes) / 3600.0
     table = {}
     for (kind, level), delays in sorted(found.items()):
         seen = [d for d in delays if d is not None]
         table[f"{kind}/{level}"] = {"detected": len(seen) / len(delays),
                                     "median_s": statistics.median(seen) if seen else None}
-    return {"table": table, "false_alarms_per_camera_day": false_alarms / camera_days, "false_alarms": false_alarms}
+    return {"table": table, "false_alarms_per_camera_day": false_alarms / camera_days, "false_alarms": false_alarms,
+            "idle_degraded_h_per_camera_day": idle_degraded / camera_days}
+
+
+def degraded_idle_s(scene: Scene, events: list, args) -> float:
+    """Seconds the camera showed degraded while nothing was injected (nor within the hold after one
+    ended): a state that never recovers is a false alarm that lasts, though it is raised only once."""
+    grace = args.hold + 2 * args.interval
+    spans, start = [], None
+    for event, t in events:
+        if event == "degraded" and start is None:
+            start = t
+        elif event == "recovered" and start is not None:
+            spans.append((start, t))
+            start = None
+    if start is not None:
+        spans.append((start, args.hours * 3600.0))
+    idle = 0.0
+    for begin, end in spans:
+        covered = [(max(begin, i.start), min(end, i.end + grace)) for i in scene.injections]
+        idle += (end - begin) - sum(max(0.0, b - a) for a, b in covered)
+    return idle
 
 
 def share(result: dict, levels) -> float:
@@ -294,6 +328,8 @@ def print_tables(results: dict, chosen: list[str], args) -> None:
     print("| **levels 3-5** | " + " | ".join(f"{100 * share(results[n], [3, 4, 5]):.0f}%" for n in chosen) + " |")
     print("| **false alarms / camera-day** | " +
           " | ".join(f"{results[n]['false_alarms_per_camera_day']:.2f}" for n in chosen) + " |")
+    print("| **hours degraded with nothing injected / camera-day** | " +
+          " | ".join(f"{results[n]['idle_degraded_h_per_camera_day']:.2f}" for n in chosen) + " |")
 
 
 def main() -> None:
@@ -329,7 +365,7 @@ def main() -> None:
         schedule(scene, args, np.random.default_rng(rng.integers(1 << 32)))
     cpu = hardware.detect_cpu()
     began = time.monotonic()
-    scorer = None if args.frames and args.frames.exists() else Scorer(args.model)
+    scorer = None if args.frames and args.frames.exists() else Scorer(args.model)     # scores kept there
     rules = configurations(args)
     events, model = simulate(scenes, scorer, rules, args)
     if args.json:        # the raw events first: any configuration can be judged again without simulating

@@ -24,10 +24,10 @@ from runtime.demo import heldout
 from runtime.fleet.config import Camera
 from runtime.fleet.runner import FleetOptions, FleetRunner
 from runtime.outputs.jsonl import JsonLines, RotatingFile
-from runtime.watch.baseline import CameraBaseline
+from runtime.watch.baseline import COLOUR_ABOVE, MONO_BELOW, CameraBaseline
 from runtime.watch.camera import CameraWatch, WatchRules
-from runtime.watch.normal import Normal
-from runtime.watch.signals import measure
+from runtime.watch.normal import CLIP, CLIP_SHARE, Normal
+from runtime.watch.signals import blockiness, colourfulness, measure, sharpness
 from runtime.watch.state_file import StateFile, request_reset
 from stream_servers import MjpegServer, Serve, live_scene, scripted
 
@@ -56,9 +56,9 @@ def test_a_normal_is_robust_to_an_outlier_and_follows_slow_change_only():
     for t in range(11, 1000):                          # a slow drift down to 0.4 over 1000 s
         normal.add(float(t), 0.5 - 0.1 * (t - 11) / 989)
     assert abs(normal.level - 0.4) < 0.02
-    level = normal.level
-    normal.add(1001.0, 0.0)                            # one sample far away moves it by at most CLIP spreads
-    assert level - normal.level < 3 * normal.spread + 1e-9
+    level, spread = normal.level, normal.spread
+    normal.add(1000.0, 0.0)                            # one sample far away moves it by a clipped step only
+    assert 0 < level - normal.level <= max(CLIP * spread, CLIP_SHARE * level) * (1 - np.exp(-1 / 100.0)) + 1e-9
     normal.restart()
     assert not normal.ready
 
@@ -79,6 +79,44 @@ def test_a_drop_below_the_normal_is_evidence_and_the_reason_names_sharpness():
     assert verdict.reason.startswith("sharpness") and "% of normal" in verdict.reason
     assert verdict.changes["sharpness"]["value"] < 0.5 * verdict.changes["sharpness"]["normal"]
     assert CameraBaseline(warmup_s=5.0, mode="model", smooth=3).judge(0.1).evidence is None   # no normal yet
+
+
+def test_the_signals_tell_light_from_defects():
+    scene = photo("motorcycle")
+    rng = np.random.default_rng(3)
+    # an infrared night: a gray picture under strong sensor noise of its own in each channel
+    gray = np.repeat(cv2.cvtColor(scene, cv2.COLOR_BGR2GRAY)[..., None], 3, axis=2).astype(np.float32)
+    night = np.clip(gray + rng.normal(0, 8, gray.shape), 0, 255).astype(np.uint8)
+    assert colourfulness(night) < MONO_BELOW < COLOUR_ABOVE < colourfulness(scene)
+    # sharpness is detail against the picture's own contrast: a darker exposure keeps it, a blur lowers it
+    darker = (scene.astype(np.float32) * 0.4).astype(np.uint8)
+    as_gray = lambda image: cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)     # noqa: E731
+    assert abs(sharpness(as_gray(darker)) / sharpness(as_gray(scene)) - 1) < 0.15
+    assert sharpness(as_gray(blurred(scene, 2))) < 0.6 * sharpness(as_gray(scene))
+    # compression blocks: a starved encoder raises blockiness; one strong line on the 8-pixel grid does not
+    lined = scene.copy()
+    lined[:, 160] = 255
+    ok, data = cv2.imencode(".jpg", scene, [cv2.IMWRITE_JPEG_QUALITY, 8])
+    assert blockiness(lined) < 1.15 < blockiness(cv2.imdecode(data, cv2.IMREAD_COLOR))
+
+
+def test_a_signal_that_never_fired_does_not_hold_a_camera_degraded():
+    scene = photo("motorcycle")
+    noise = [np.random.default_rng(i).normal(0, 2, scene.shape) for i in range(8)]
+    baseline = CameraBaseline(warmup_s=5.0, mode="signals", smooth=3)
+    for t in range(20):
+        baseline.observe(measure(np.clip(scene + noise[t % 8], 0, 255).astype(np.uint8)))
+        baseline.learn(float(t), 0.6)
+    for t in range(3):
+        baseline.observe(measure(blurred(scene, 3)))
+    assert baseline.judge(0.6).evidence is True
+    # the blur gone, while dusk has made the picture darker: brightness between its limit and halfway back
+    dusk = np.clip((scene.astype(np.float32) + noise[0]) * 0.6, 0, 255).astype(np.uint8)
+    for t in range(3):
+        baseline.observe(measure(dusk))
+    verdict = baseline.judge(0.6)
+    assert 0.5 < verdict.changes["brightness"]["value"] / verdict.changes["brightness"]["normal"] < 0.707
+    assert verdict.evidence is False
 
 
 def test_running_statistics_agree_with_numpy():

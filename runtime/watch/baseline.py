@@ -67,6 +67,7 @@ class CameraBaseline:
         self.normals: dict[str, dict[str, Normal]] = {}     # light condition -> quantity -> normal
         self.light: str | None = None
         self.recent: deque = deque(maxlen=smooth)              # the latest frames' signals
+        self.fired: set[int] = set()      # the SIGNAL_RULES (indexes) beyond their limit since the last all-clear
 
     # -- what the frames show ----------------------------------------------------------------------
     def observe(self, signals: dict[str, float]) -> None:
@@ -112,6 +113,7 @@ class CameraBaseline:
     def reset(self) -> None:
         self.normals.clear()
         self.recent.clear()
+        self.fired.clear()
 
     # -- the verdict ---------------------------------------------------------------------------------
     def judge(self, smoothed: float) -> Verdict:
@@ -129,19 +131,30 @@ class CameraBaseline:
         return Verdict(evidence, self._reason(normals, signals, smoothed), changes)
 
     def _signal_evidence(self, normals: dict[str, Normal], signals: dict[str, float]) -> bool | None:
-        verdicts = []
-        for rule in SIGNAL_RULES:
+        """True while any rule is beyond its limit; False once every rule that went beyond is back
+        halfway (a rule that never fired does not hold the verdict in its band: the light moving
+        brightness a little must not keep a camera degraded); None in between."""
+        beyond, back = set(), set()
+        for index, rule in enumerate(SIGNAL_RULES):
             normal = normals[rule.name]
             if not normal.ready or rule.name not in signals:
+                back.add(index)
                 continue
             value = signals[rule.name]
             change = _change(rule.name, value, normal.level)
             away = rule.direction * (value - normal.level) / normal.spread
-            beyond = (change < rule.limit if rule.direction < 0 else change > rule.limit) and away >= rule.spreads
-            back = (change >= _halfway(rule) if rule.direction < 0 else change <= _halfway(rule)) \
-                or away < 0.5 * rule.spreads
-            verdicts.append(True if beyond else (False if back else None))
-        return either(*verdicts)
+            if (change < rule.limit if rule.direction < 0 else change > rule.limit) and away >= rule.spreads:
+                beyond.add(index)
+            elif (change >= _halfway(rule) if rule.direction < 0 else change <= _halfway(rule)) \
+                    or away < 0.5 * rule.spreads:
+                back.add(index)
+        self.fired |= beyond
+        if beyond:
+            return True
+        if self.fired <= back:
+            self.fired.clear()
+            return False
+        return None
 
     def _reason(self, normals: dict[str, Normal], signals: dict[str, float], smoothed: float) -> str:
         """The signals that moved furthest from their normal (in their own spreads), in words; the

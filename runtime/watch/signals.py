@@ -29,7 +29,7 @@ class SignalKind:
 
 
 SIGNALS = {kind.name: kind for kind in (
-    SignalKind("sharpness", "sharpness", "ratio"),        # variance of the Laplacian
+    SignalKind("sharpness", "sharpness", "ratio"),        # variance of the Laplacian over the gray variance
     SignalKind("brightness", "brightness", "ratio"),      # mean gray level
     SignalKind("contrast", "contrast", "ratio"),          # gray standard deviation
     SignalKind("noise", "noise", "ratio"),                # Immerkaer's sigma
@@ -41,7 +41,7 @@ SIGNALS = {kind.name: kind for kind in (
 BLOCK = 8                   # JPEG's and H.264's transform block
 BLOCK_WINDOW = 384          # blockiness is measured on this central square, at full size
 STEP_CLIP = 16              # gray levels: the largest step between neighbours blockiness counts
-COLOUR_SIDE = 48            # colourfulness is measured this small, where sensor noise has averaged away
+COLOUR_SIDE = 24            # colourfulness is measured this small, where sensor noise has averaged away
 
 
 def small_gray(image: np.ndarray, side: int = SIGNAL_SIDE) -> np.ndarray:
@@ -66,7 +66,7 @@ def measure(image: np.ndarray) -> dict[str, float]:
     lab = cv2.cvtColor(small, cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(np.float32)
     cast = float(np.hypot(lab[:, 1].mean() - 128.0, lab[:, 2].mean() - 128.0))
     return {
-        "sharpness": float(cv2.Laplacian(gray, cv2.CV_32F).var()),
+        "sharpness": sharpness(gray),
         "brightness": float(gray.mean()),
         "contrast": float(gray.std()),
         "noise": float(np.abs(noise).mean() * math.sqrt(math.pi / 2) / 6.0),
@@ -76,6 +76,14 @@ def measure(image: np.ndarray) -> dict[str, float]:
         "blockiness": blockiness(image),
         "colourfulness": colourfulness(small),
     }
+
+
+def sharpness(gray: np.ndarray) -> float:
+    """The variance of the Laplacian over the gray variance: fine detail against the picture's own
+    contrast, so dusk, an exposure change or the camera's gain, which scale both, leave it where it
+    was, and blur, a defocus or a smudged lens, which remove the detail, lower it."""
+    image = gray.astype(np.float32)
+    return float(cv2.Laplacian(image, cv2.CV_32F).var() / max(float(image.var()), 1.0) * 100.0)
 
 
 def blockiness(image: np.ndarray) -> float:
