@@ -4,9 +4,10 @@ Each request hands in its crops and awaits their scores. The batcher takes whole
 first, up to `max_batch` crops (a request with more goes alone), and runs them in the backend's own
 thread while the event loop keeps reading the next requests: so 32 clients cost about what one batch
 costs. Once the queue holds a full batch it is handed to that thread behind the running call, so the
-backend goes from one call to the next without waiting for the event loop. The first request of a batch waits at most `max_delay` seconds for others to join it; while
-the backend is busy, requests simply queue, so under load batches fill without any delay. A queue
-above `max_queue` crops is refused with 503 at once rather than answered late.
+backend goes from one call to the next without waiting for the event loop. The first request of a
+batch waits at most `max_delay` seconds for others to join it; while the backend is busy, requests
+simply queue, so under load batches fill without any delay. A queue above `max_queue` crops is
+refused with 503 at once rather than answered late.
 """
 from __future__ import annotations
 
