@@ -15,8 +15,12 @@ Each request is one image:
 Per row: images/s (the crops the server's backend scored in the measured window, from its
 /metrics, per image), latency p50 / p95 / p99 of the answers, and the mean requests and crops per
 backend call. "backend" is the same model's backend alone (ONNX Runtime in
-this process, the server idle) at the batch size the server formed, so "% of backend" is what
-serving costs. Target: at 32 clients, crops >= 90% of the backend's throughput at the same batch.
+this process, the server idle) at the batch size the server formed, measured in the same round just
+before the server's window, so "% of backend" (the ratio of the medians; "per round": each round's
+server against its own backend figure) is what serving costs. Each client's requests are built once,
+before the clock starts, and sent with one write each. "load average" is the machine's 1-minute
+load at the end of the window, this benchmark's own server and clients included.
+Target: at 32 clients, crops >= 90% of the backend's throughput at the same batch.
 Overload: --overload-seconds of 256 clients against a queue limit of 64 images: every request must
 be answered exactly once (200, or 503 at once), with its own id; resident memory is read from the
 server's /metrics at the start, the middle and the end.
@@ -78,8 +82,9 @@ class Server:
         return self.process.wait(120)
 
 
-async def exchange(reader, writer, head: bytes, body: bytes) -> tuple[int, bytes]:
-    writer.write(head + body)
+async def exchange(reader, writer, message: bytes) -> tuple[int, bytes]:
+    """One request (head and body, joined beforehand) and its answer, on a keep-alive connection."""
+    writer.write(message)
     await writer.drain()
     status = int((await reader.readline()).split()[1])
     length = 0
@@ -126,6 +131,7 @@ async def load(port: int, clients: int, seconds: float, warmup: float, requests:
     began = time.perf_counter()
     measure_from, end = began + warmup, began + warmup + seconds
     latencies, statuses, scrapes = [], {}, {}
+    messages = [head + body for head, body in requests]      # built once: each send is one write, no copy
 
     async def scrape_at(moment: float, key: str):
         await asyncio.sleep(max(0.0, moment - time.perf_counter()))
@@ -135,10 +141,10 @@ async def load(port: int, clients: int, seconds: float, warmup: float, requests:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         n = index
         while time.perf_counter() < end:
-            head, body = requests[n % len(requests)]
+            message = messages[n % len(messages)]
             n += 1
             sent = time.perf_counter()
-            status, _ = await exchange(reader, writer, head, body)
+            status, _ = await exchange(reader, writer, message)
             if sent >= measure_from:
                 latencies.append(time.perf_counter() - sent)
                 statuses[status] = statuses.get(status, 0) + 1
@@ -193,6 +199,7 @@ def run_rows(args, scorer, name: str, per_request: int) -> list[dict]:
                           for _ in range(args.rounds)]
                 row = {key: float(np.median([r[key] for r in rounds])) for key in rounds[0] if key != "statuses"}
                 row.update(mode=mode, clients=clients, backend_batch=batch,
+                           shares=[round(r["share"], 1) for r in rounds],
                            statuses=sum((list(r["statuses"].items()) for r in rounds), []))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -214,7 +221,9 @@ def one_round(args, server, scorer, name, requests, clients, batch, per_request)
     crops = batch_means(before, after, name, total=True)
     result.update(answered_per_s=result["per_s"], per_s=crops / per_request / wall, backend_per_s=backend,
                   rss_mb=after["process_resident_memory_bytes"] / 2 ** 20,
-                  busy=100 * busy / wall)          # share of the window a backend call was running
+                  busy=100 * busy / wall,          # share of the window a backend call was running
+                  load=os.getloadavg()[0])         # 1-minute load average at the window's end (ours included)
+    result["share"] = 100 * result["per_s"] / backend     # this round's server against this round's backend
     return result
 
 
@@ -239,7 +248,7 @@ def overload(args, scorer, name: str, per_request: int) -> dict:
             head = request_bytes(f"/v2/models/{name}/infer", header + tensor,
                                  {"Inference-Header-Content-Length": len(header)})
             try:
-                status, body = await exchange(reader, writer, head, header + tensor)
+                status, body = await exchange(reader, writer, head + header + tensor)
             except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
                 lost[0] += 1                   # no answer on this connection: counted, and a new one opened
                 reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -297,14 +306,15 @@ def cpu_line() -> str:
 def print_rows(rows: list[dict], label: str, per_request: int) -> None:
     print(f"\n{label}: one image ({per_request} crops) per request")
     print("| requests | clients | images/s | p50 ms | p95 ms | p99 ms | requests / call | crops / call "
-          "| backend busy | backend alone images/s (batch) | % of backend | server MiB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| backend busy | backend alone images/s (batch) | % of backend | per round | server MiB | load average |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         share = 100 * r["per_s"] / r["backend_per_s"]          # ratio of the medians
         print(f"| {r['mode']} | {r['clients']} | {r['per_s']:.1f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} "
               f"| {r['batch_requests']:.1f} | {r['batch_crops']:.1f} | {r['busy']:.0f}% "
               f"| {r['backend_per_s']:.1f} ({r['backend_batch']}) "
-              f"| {share:.0f}% | {r['rss_mb']:.0f} |")
+              f"| {share:.0f}% | {min(r['shares']):.0f}-{max(r['shares']):.0f}% | {r['rss_mb']:.0f} "
+              f"| {r['load']:.1f} |")
 
 
 def main() -> None:

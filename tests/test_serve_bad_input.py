@@ -121,10 +121,37 @@ def bad_requests(jpeg: bytes):
             "name": "crops", "datatype": "UINT8", "shape": [1, 224, 224, 3],
             "parameters": {"binary_data_size": len(crop) + 1}}], crop), 400, "does not hold"),
         ("not JSON", "POST", "/v2/models/fake/infer", b"\x89PNG...", {}, 400, "not valid JSON"),
+        *malformed_binary(crop),
         ("corrupt gzip", "POST", "/v2/models/fake/infer", b"not gzip", {"Content-Encoding": "gzip"}, 400, "corrupt"),
         ("unknown model", "POST", "/v2/models/nope/infer", b"{}", {}, 404, "not served here"),
         ("unknown route", "GET", "/v1/models", None, {}, 404, "Not Found"),
         ("wrong method", "GET", "/score", None, {}, 405, "Method Not Allowed"),
+    ]
+
+
+def malformed_binary(crop: bytes):
+    """Binary-extension requests whose header length or sizes do not fit the body (see bad_requests)."""
+    header, _ = infer_body([{"name": "crops", "datatype": "UINT8", "shape": [1, 224, 224, 3],
+                             "parameters": {"binary_data_size": len(crop)}}], crop)
+    header = header[:-len(crop)]
+    path, length = "/v2/models/fake/infer", "Inference-Header-Content-Length"
+
+    def wrong(what, body, given, words):
+        return (what, "POST", path, body, {length: given}, 400, words)
+
+    short = json.dumps({"inputs": [{"name": "crops", "datatype": "UINT8", "shape": [2, 224, 224, 3],
+                                    "parameters": {"binary_data_size": len(crop)}}]}).encode()
+    negative = json.dumps({"inputs": [{"name": "crops", "datatype": "UINT8", "shape": [1, 224, 224, 3],
+                                       "parameters": {"binary_data_size": -1}}]}).encode()
+    return [
+        wrong("header length not a number", header + crop, "12abc", "must be a number of bytes"),
+        wrong("header length zero", header + crop, "0", "does not fit"),
+        wrong("header length past the body", header + crop, str(len(header) + len(crop) + 1), "does not fit"),
+        wrong("header length cutting the JSON", header + crop, str(len(header) - 5), "not valid JSON"),
+        wrong("header length into the tensor", header + crop, str(len(header) + 5), "not valid JSON"),
+        wrong("bytes no input claims", header + crop + b"xx", str(len(header)), "2 bytes that no input"),
+        wrong("binary size short of the shape", short + crop, str(len(short)), "need 301056"),
+        wrong("negative binary size", negative + crop, str(len(negative)), "claims -1 binary bytes"),
     ]
 
 
@@ -311,6 +338,50 @@ def test_batcher_takes_whole_requests_and_survives_a_failed_call():
 
     asyncio.run(scenario())
     assert calls[:3] == [6, 8, 1]             # 3+3, then 3+5 (a whole request never split), then 1
+
+
+def test_batcher_hands_a_full_batch_over_while_the_backend_runs():
+    """The backend's thread starts the next full batch when its call ends, even while the event loop is
+    busy (here: blocked), instead of waiting for the loop to hand it over."""
+    from runtime.serve.batching import DynamicBatcher
+
+    spans = []
+
+    def run(crops):
+        began = time.monotonic()
+        time.sleep(0.2)
+        spans.append((began, time.monotonic()))
+        return crops[:, 0, 0, :1].astype(np.float32)
+
+    async def scenario():
+        batcher = DynamicBatcher(run, max_batch=4, max_delay=0.0, max_queue=100)
+        batcher.start()
+        tasks = [asyncio.ensure_future(batcher.infer(np.full((4, 2, 2, 3), i, np.uint8))) for i in range(3)]
+        await asyncio.sleep(0.05)             # the first call runs; the second, full, is handed over
+        time.sleep(0.5)                       # the event loop is busy meanwhile
+        results = await asyncio.gather(*tasks)
+        await batcher.close()
+        return results
+
+    results = asyncio.run(scenario())
+    assert [float(result[0, 0]) for result in results] == [0.0, 1.0, 2.0]
+    assert len(spans) == 3 and spans[1][0] - spans[0][1] < 0.1, spans
+
+
+def test_binary_tensors_are_read_in_place():
+    """The binary extension's crop bytes become the tensor without a copy; JSON gives the same values."""
+    from runtime.serve.protocol import parse_infer_request
+
+    crops = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    body, headers = infer_body([{"name": "crops", "datatype": "UINT8", "shape": [2, 8, 8, 3],
+                                 "parameters": {"binary_data_size": crops.nbytes}}], crops.tobytes())
+    tensor = parse_infer_request(body, headers["Inference-Header-Content-Length"]).inputs[0]
+    assert np.shares_memory(tensor.data, np.frombuffer(body, np.uint8))
+    json_body, _ = infer_body([{"name": "crops", "datatype": "UINT8", "shape": [2, 8, 8, 3],
+                                "data": crops.tolist()}])
+    from_json = parse_infer_request(json_body, None).inputs[0]
+    assert np.array_equal(tensor.data.reshape(crops.shape), crops)
+    assert np.array_equal(from_json.data.reshape(crops.shape), crops)
 
 
 def test_command_serves_until_sigterm_and_exits_cleanly(model):
