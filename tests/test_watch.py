@@ -24,7 +24,7 @@ from runtime.demo import heldout
 from runtime.fleet.config import Camera
 from runtime.fleet.runner import FleetOptions, FleetRunner
 from runtime.outputs.jsonl import JsonLines, RotatingFile
-from runtime.watch.baseline import COLOUR_ABOVE, MONO_BELOW, CameraBaseline
+from runtime.watch.baseline import COLOUR_ABOVE, MONO_BELOW, SIGNAL_RULES, CameraBaseline
 from runtime.watch.camera import CameraWatch, WatchRules
 from runtime.watch.normal import CLIP, CLIP_SHARE, Normal
 from runtime.watch.signals import blockiness, colourfulness, measure, sharpness
@@ -111,11 +111,12 @@ def test_a_signal_that_never_fired_does_not_hold_a_camera_degraded():
         baseline.observe(measure(blurred(scene, 3)))
     assert baseline.judge(0.6).evidence is True
     # the blur gone, while dusk has made the picture darker: brightness between its limit and halfway back
-    dusk = np.clip((scene.astype(np.float32) + noise[0]) * 0.6, 0, 255).astype(np.uint8)
+    limit = next(rule.limit for rule in SIGNAL_RULES if rule.name == "brightness" and rule.direction < 0)
+    dusk = np.clip((scene.astype(np.float32) + noise[0]) * (limit + 0.05), 0, 255).astype(np.uint8)
     for t in range(3):
         baseline.observe(measure(dusk))
     verdict = baseline.judge(0.6)
-    assert 0.5 < verdict.changes["brightness"]["value"] / verdict.changes["brightness"]["normal"] < 0.707
+    assert limit < verdict.changes["brightness"]["value"] / verdict.changes["brightness"]["normal"] < limit ** 0.5
     assert verdict.evidence is False
 
 

@@ -8,6 +8,7 @@ seen). Within one condition the normal follows slow change (runtime/watch/normal
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -38,15 +39,15 @@ class SignalRule:
     spreads: float = 4.0
 
 
-SIGNAL_RULES = (
-    SignalRule("sharpness", -1, 0.45),
-    SignalRule("noise", +1, 2.5),
-    SignalRule("brightness", -1, 0.5),
+SIGNAL_RULES = (      # chosen on bench_watch's tuning cameras only (docs/fleet.md, "Baselines")
+    SignalRule("sharpness", -1, 0.65),
+    SignalRule("noise", +1, 1.6),
+    SignalRule("brightness", -1, 0.7),
     SignalRule("brightness", +1, 1.6),
     SignalRule("contrast", -1, 0.5),
     SignalRule("highlights", +1, 15.0),
     SignalRule("shadows", +1, 25.0),
-    SignalRule("blockiness", +1, 1.3),
+    SignalRule("blockiness", +1, 1.2),
 )
 
 
@@ -105,6 +106,21 @@ class CameraBaseline:
         normals["score"].add(now, score)
         for name, value in self.smoothed_signals().items():     # the median: one odd frame is not learned
             normals[name].add(now, value)
+
+    def follow_light(self, now: float) -> None:
+        """While the camera is degraded: its score's normal and every signal that fired stay as they
+        were, but a signal that never fired and stays close to its normal (within the way back of its
+        rules, else a fifth) follows, as the light moves it. Without this a camera degraded at dusk
+        is judged all night against the afternoon's brightness. A jump (a blur lowering the noise
+        estimate) is not close, and is not learned."""
+        if not self.ready or not self.recent:
+            return
+        fired = {SIGNAL_RULES[index].name for index in self.fired}
+        normals = self.normals[self.light]
+        for name, value in self.smoothed_signals().items():
+            normal = normals[name]
+            if name not in fired and normal.ready and _close(name, value, normal.level):
+                normal.add(now, value)
 
     @property
     def ready(self) -> bool:
@@ -194,6 +210,17 @@ def _halfway(rule: SignalRule) -> float:
     if SIGNALS[rule.name].compare == "ratio":
         return rule.limit ** 0.5
     return 0.5 * rule.limit
+
+
+def _close(name: str, value: float, normal: float) -> bool:
+    """Within the way back of every rule on this signal, up and down (a fifth, or two points, for a
+    signal with no rule)."""
+    rules = [rule for rule in SIGNAL_RULES if rule.name == name]
+    change = _change(name, value, normal)
+    if SIGNALS[name].compare == "ratio":
+        reach = min([abs(math.log(_halfway(rule))) for rule in rules] or [math.log(1.25)])
+        return abs(math.log(max(change, 1e-9))) <= reach
+    return abs(change) <= min([abs(_halfway(rule)) for rule in rules] or [2.0])
 
 
 def _noticeable(name: str, value: float, normal: float) -> bool:

@@ -34,7 +34,7 @@ class WatchRules:
     baseline_warmup: float = 600.0    # seconds of frames the camera's own normal is first learned from
     drop: float = 0.10                # degraded: the smoothed score this share below the normal ...
     spreads: float = 3.0              # ... and this many of its own spreads (the larger of the two)
-    evidence: str = "model"           # what judges against the normal: model, signals, model+signals
+    evidence: str = "signals"         # what judges against the normal: signals, model, model+signals
 
 
 def utc_now() -> str:
@@ -113,6 +113,8 @@ class CameraWatch:
                       if applies]
         if self.state == "ok" and self.verdict.evidence is not True:
             self.baseline.learn(now, self.smoothing.smoothed)   # a defect is never learned as normal
+        elif self.state == "degraded":
+            self.baseline.follow_light(now)                     # only what the defect left alone
         return self._switch(CONDITION["degraded"], now, either(*applicable), previous_state, **self._why(threshold))
 
     def _why(self, threshold: float | None) -> dict:
