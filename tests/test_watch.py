@@ -120,6 +120,26 @@ def test_a_signal_that_never_fired_does_not_hold_a_camera_degraded():
     assert verdict.evidence is False
 
 
+def test_a_camera_degraded_at_dusk_learns_the_infrared_night_and_recovers():
+    scene = photo("motorcycle")
+    rng = np.random.default_rng(5)
+    noisy = lambda image, sigma=2.0: np.clip(image + rng.normal(0, sigma, image.shape), 0, 255).astype(np.uint8)  # noqa: E731
+    watch = CameraWatch(WatchRules(baseline_warmup=3.0, hold_s=1.0, smooth=3), 0.0, name="gate")
+    raised, t = [], 0.0
+    def feed(image, seconds, sigma=2.0):
+        nonlocal t
+        for _ in range(int(seconds / 0.5)):                  # live frames: each its own sensor noise
+            raised.extend(watch.on_picture(t, image=noisy(image, sigma)) + watch.on_score(t, 0.5))
+            t += 0.5
+    feed(scene, 6.0)                                         # the day's normal
+    feed(blurred(scene, 3), 4.0)                             # blurred: degraded
+    assert [e["event"] for e in raised] == ["degraded"] and raised[0]["reason"].startswith("sharpness")
+    gray = np.repeat(cv2.cvtColor(scene, cv2.COLOR_BGR2GRAY)[..., None], 3, axis=2).astype(np.float32)
+    feed(gray * 0.8, 10.0, sigma=6.0)                        # night falls (infrared), the blur is gone
+    assert watch.baseline.light == "mono" and [e["event"] for e in raised] == ["degraded", "recovered"]
+    assert watch.state == "ok"
+
+
 def test_running_statistics_agree_with_numpy():
     values = np.random.default_rng(1).lognormal(3.0, 0.6, 20000)
     stats, quantiles = RunningStats(), RunningQuantiles()

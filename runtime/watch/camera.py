@@ -113,6 +113,11 @@ class CameraWatch:
                       if applies]
         if self.state == "ok" and self.verdict.evidence is not True:
             self.baseline.learn(now, self.smoothing.smoothed)   # a defect is never learned as normal
+        elif self.state == "degraded" and not self.baseline.ready:
+            # a light condition first seen while degraded (dusk turned the picture infrared): nothing
+            # to judge it against, so its normal is learned from what it sees, else the camera stays
+            # degraded for the whole night
+            self.baseline.learn(now, self.smoothing.smoothed)
         elif self.state == "degraded":
             self.baseline.follow_light(now)                     # only what the defect left alone
         return self._switch(CONDITION["degraded"], now, either(*applicable), previous_state, **self._why(threshold))
