@@ -225,11 +225,22 @@ def score_frames(scenes: list[Scene], scorer, args, kept: dict | None = None) ->
             print(f"  {100 * step / steps:3.0f}%  {time.monotonic() - began:6.0f} s", file=sys.stderr, flush=True)
     out["model"] = np.array(scorer.describe() if kept is None else str(kept["model"]))
     out["signals_version"] = np.array(signals_version())
+    out["run"] = np.array(run_key(scenes, args))
     return out
+
+
+def run_key(scenes: list[Scene], args) -> str:
+    """What decides the recorded frames: a file made for other settings is refused, not misread."""
+    return json.dumps({"seed": args.seed, "hours": args.hours, "interval": args.interval, "duration": args.duration,
+                       "warmup": args.warmup, "kinds": list(args.kinds), "model": args.model,
+                       "cameras": [[s.name, s.mono] for s in scenes]}, sort_keys=True)
 
 
 def load_frames(path: Path, scenes: list[Scene], args) -> dict[str, np.ndarray]:
     data = dict(np.load(path))
+    if "run" in data and str(data["run"]) != run_key(scenes, args):
+        raise SystemExit(f"--frames {path} was recorded with other settings ({data['run']}); "
+                         f"give another file to score these")
     steps = int(args.hours * 3600.0 / args.interval)
     missing = [s.name for s in scenes if f"{s.name}/score" not in data or len(data[f"{s.name}/score"]) != steps]
     if missing:
