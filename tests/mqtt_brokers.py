@@ -44,6 +44,16 @@ def wait_for_port(port: int, seconds: float) -> None:
     raise AssertionError(f"nothing listens on port {port} after {seconds} s")
 
 
+def wait_until(predicate, seconds: float) -> bool:
+    """Whether `predicate()` came true within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 # -- certificates --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Pki:

@@ -16,18 +16,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
-import numpy as np
 import paho.mqtt.client as paho
 import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 import runtime
-from runtime import UserError, Scorer
+from runtime import Scorer
 from runtime.commands.run import run_command
 from runtime.watch.camera import CameraWatch, Hold
 from runtime.fleet.runner import FleetOptions, FleetRunner
 from runtime.fleet.config import Camera, cameras_from_sources, load_config
+from mqtt_brokers import free_port, wait_for_port, wait_until
 from runtime_fixtures import CaptureSequence, FakeCapture, make_model, textured_image
 from stream_servers import MjpegServer, Serve, blur_ramp, covered, frozen_at, live_scene, scripted
 
@@ -38,22 +38,6 @@ FAST = dict(backoff=(0.05, 0.2), open_timeout=3.0, read_timeout=1.0)
 
 
 # -- real parts -------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on port {port} after {seconds} s")
-
-
 @contextmanager
 def mqtt_broker(folder: Path, port: int):
     """A real MQTT broker process (amqtt) on 127.0.0.1:port, anonymous, no persistence."""
@@ -355,15 +339,6 @@ def test_unreachable_broker_the_run_goes_on_says_so_once_and_reconnects_when_it_
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: MQTT broker 127.0.0.1:{port}")
     assert any(line == f"MQTT broker 127.0.0.1:{port} reached again: events are delivered" for line in said)
     assert result["summary"].scored >= 20
-
-
-def wait_until(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_last_will_says_offline_when_the_box_goes_away(fake_model, broker):

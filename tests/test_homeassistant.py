@@ -4,7 +4,6 @@ that left the config; the value templates rendered with Jinja (Home Assistant's 
 give the states the entities should show."""
 import json
 import threading
-import time
 
 import jinja2
 import pytest
@@ -15,7 +14,7 @@ from runtime.fleet.runner import FleetOptions, FleetRunner
 from runtime.outputs.homeassistant import topic_id
 from runtime.watch.camera import STATES
 from runtime_fixtures import FakeCapture, make_model, textured_image
-from mqtt_brokers import Mosquitto, Subscriber, needs_mosquitto
+from mqtt_brokers import Mosquitto, Subscriber, needs_mosquitto, wait_until
 
 pytestmark = needs_mosquitto
 ENTITIES = {"sensor": ("quality", "state", "cause"), "binary_sensor": ("degraded", "covered", "frozen", "source")}
@@ -94,14 +93,6 @@ def test_every_camera_is_discovered_again_on_birth_and_removed_when_it_leaves(sc
     assert set(retained_configs(broker)) == config_topics("gate") | {"homeassistant/binary_sensor/gamma-edge/status/config"}
     assert "Home Assistant: camera 'dock.2' is no longer in the fleet; its entities are removed" in said
 
-
-def wait_until(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_the_value_templates_show_each_state(broker):

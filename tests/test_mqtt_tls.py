@@ -10,7 +10,7 @@ import pytest
 from runtime import UserError
 from runtime.outputs.broker import broker_from
 from runtime.outputs.mqtt import MqttEvents
-from mqtt_brokers import Mosquitto, Subscriber, free_port, make_pki, needs_mosquitto
+from mqtt_brokers import Mosquitto, Subscriber, free_port, make_pki, needs_mosquitto, wait_until
 
 pytestmark = needs_mosquitto
 USER, PASSWORD = "box.7@site-a", "Tls-Secret#1"
@@ -128,15 +128,6 @@ def numbers(messages) -> list[int]:
     may hand a subscriber an event again after its own restart."""
     seen = [json.loads(p)["n"] for t, p, _ in messages if t == "gamma-edge/gate/event"]
     return list(dict.fromkeys(seen))
-
-
-def wait_until(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.mark.parametrize("url, settings, sentence", [
