@@ -64,14 +64,16 @@ def gemm_gflops(threads: int) -> float:
     return torch_gemm_gflops("cpu", repeats=1)
 
 
-def build_model(checkpoint: str | None):
+def build_model(checkpoint: str | None, name: str = "gamma-vit-b-16"):
+    """The checkpoint's model, else `name` with random weights and its MoAE live: a fresh model's
+    expert scale is zero, which would make the adaptive experts no part of the scores compared."""
     import torch
 
     from gamma_edge.factory import create_model
 
     if checkpoint:
         return create_model(checkpoint=checkpoint)
-    model = create_model("gamma-vit-b-16", seed=0).eval()
+    model = create_model(name, seed=0).eval()
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -48,22 +48,6 @@ def parse_args():
     return parser.parse_args()
 
 
-def build(name: str):
-    import torch
-
-    from gamma_edge.factory import create_model
-
-    model = create_model(name, seed=0).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for key, p in model.named_parameters():
-            if key.endswith(".scale"):
-                p.fill_(0.5)
-            elif ".adaptive_experts." in key or ".gate." in key:
-                p.add_(0.01 * torch.randn(p.shape, generator=g))
-    return model
-
-
 def pytorch_runners(model):
     """PyTorch eager on the GPU, FP32 and bf16 autocast: crops (uint8 BGR NHWC) -> (N, 1) scores."""
     import torch
@@ -159,7 +143,9 @@ def main():
     from contract.correlation import srcc
     from export.calibration import validation_set
 
-    model = build(args.model)
+    from bench_export import build_model
+
+    model = build_model(None, args.model)
     work = Path(args.work or tempfile.mkdtemp(prefix="gamma-gpu-check-"))
     crops = validation_set()[0]
     runners, described = engine_runners(model, args, work)
