@@ -77,7 +77,8 @@ class Normal:
 
     @classmethod
     def from_dict(cls, values: dict) -> "Normal":
-        return cls(**values)
+        """A saved normal; how fast it follows is this version's (FOLLOW_S), not the file's."""
+        return cls(**{key: value for key, value in values.items() if key != "follow_s"})
 
 
 def _median(ordered: list[float]) -> float:
