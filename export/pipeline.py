@@ -22,6 +22,7 @@ import numpy as np
 from contract.errors import UserError
 from contract.manifest import MANIFEST_NAME
 from export import choice, writers
+from export.writers import Int8Target, Job
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx", "openvino")
@@ -228,44 +229,6 @@ class ExportRequest:
     def fields(self, formats: tuple[str, ...]) -> tuple:
         """_export_into's leading arguments for the folder of `formats`."""
         return self.model, self.checkpoint_info, self.scenes, self.precision, formats, self.calib
-
-
-@dataclass(frozen=True)
-class Int8Target:
-    """What an INT8 export is built for: the resolved preset and ONNX Runtime method, whether each was
-    chosen by 'auto', and the CPU the export runs on (contract.hardware)."""
-
-    preset: str
-    method: str
-    preset_auto: bool
-    method_auto: bool
-    cpu: object
-
-    def manifest_fields(self) -> dict:
-        """What the manifest's quantization block records about the target."""
-        from contract.hardware import PRESETS
-
-        return {"preset": self.preset, "target": PRESETS[self.preset].target,
-                "chosen": "auto" if self.preset_auto else "given", "built_on": self.cpu.describe()}
-
-
-@dataclass
-class Job:
-    """What one export works on, handed to each step."""
-
-    model: object
-    scenes: list
-    precision: str
-    calib: np.ndarray | None
-    folder: Path
-    scratch: Path
-    plain: Path                    # the exported plain ONNX graph every format starts from
-    crops: np.ndarray              # held-out validation crops
-    reference: np.ndarray          # PyTorch FP32 scores of them
-    target: Int8Target
-    show: _Progress
-    graph_info: dict = field(default_factory=dict)
-    tools: dict = field(default_factory=dict)
 
 
 def _export_into(model, checkpoint_info, scenes, precision, formats, calib, folder: Path, scratch: Path, force,

@@ -1,18 +1,63 @@
-"""One writer per graph format and precision: each turns the export's plain ONNX graph (export/pipeline.py's
-Job) into the files of its format in the export folder and says how to run them for validation. Adding a
-format or precision is adding a writer and its row in WRITERS."""
+"""One writer per graph format and precision: each turns the export's plain ONNX graph (the Job that
+export/pipeline.py prepares) into the files of its format in the export folder and says how to run them
+for validation. Adding a format or precision is adding a writer and its row in WRITERS."""
 from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
+
+import numpy as np
 
 from contract.manifest import OPENVINO_RT_INFO_KEY
 
-if TYPE_CHECKING:
-    from export.pipeline import Job
+
+class Progress(Protocol):
+    """How a step says what it does (export/pipeline.py's _Progress: stderr lines and a bar)."""
+
+    def step(self, text: str) -> None: ...
+
+    def bar(self, total: int, desc: str): ...
+
+
+@dataclass(frozen=True)
+class Int8Target:
+    """What an INT8 export is built for: the resolved preset and ONNX Runtime method, whether each was
+    chosen by 'auto', and the CPU the export runs on (contract.hardware)."""
+
+    preset: str
+    method: str
+    preset_auto: bool
+    method_auto: bool
+    cpu: object
+
+    def manifest_fields(self) -> dict:
+        """What the manifest's quantization block records about the target."""
+        from contract.hardware import PRESETS
+
+        return {"preset": self.preset, "target": PRESETS[self.preset].target,
+                "chosen": "auto" if self.preset_auto else "given", "built_on": self.cpu.describe()}
+
+
+@dataclass
+class Job:
+    """What one export works on, handed to each step."""
+
+    model: object
+    scenes: list
+    precision: str
+    calib: np.ndarray | None
+    folder: Path
+    scratch: Path
+    plain: Path                    # the exported plain ONNX graph every format starts from
+    crops: np.ndarray              # held-out validation crops
+    reference: np.ndarray          # PyTorch FP32 scores of them
+    target: Int8Target
+    show: Progress
+    graph_info: dict = field(default_factory=dict)
+    tools: dict = field(default_factory=dict)
 
 
 @dataclass

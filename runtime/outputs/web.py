@@ -13,18 +13,16 @@ GAMMA_EDGE_WEB_TOKEN variable), never printed. Only camera names reach the page,
 """
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from contract.errors import UserError
+from runtime.outputs.listen import Listen, parse_listen
 
 TOKEN_ENV = "GAMMA_EDGE_WEB_TOKEN"
 MIN_TOKEN_CHARS = 12
@@ -36,41 +34,6 @@ EVENTS_KEPT = 50
 EVENT_FIELDS = ("event", "camera", "time", "state", "previous", "score", "smoothed", "threshold", "reason",
                 "contrast", "change", "gap_s")
 ALERTS = ("degraded", "covered", "frozen", "source_lost")
-LISTEN_PATTERN = re.compile(r"^(?:(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]]*)):)?(?P<port>\d{1,5})$")
-
-
-@dataclass(frozen=True)
-class Listen:
-    host: str
-    port: int
-
-    @property
-    def local(self) -> bool:
-        return is_loopback(self.host)
-
-    def url(self, port: int | None = None) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port if port is None else port}/"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def parse_listen(text: str) -> Listen:
-    """'HOST:PORT', ':PORT' or 'PORT' (host 127.0.0.1), '[::1]:PORT'; port 0 picks a free one."""
-    match = LISTEN_PATTERN.match(str(text).strip())
-    port = int(match["port"]) if match else -1
-    if not match or port > 65535:
-        raise UserError(f"--web '{text}' is not an address to serve the page on; write HOST:PORT "
-                        f"(e.g. 127.0.0.1:8080, or 0.0.0.0:8080 with a token)")
-    host = match["v6"] or match["host"] or "127.0.0.1"
-    return Listen("127.0.0.1" if host == "localhost" else host, port)    # one address, so port 0 is one port
 
 
 def read_token(token_file: str | None, listen: Listen) -> str | None:

@@ -28,7 +28,7 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from contract.errors import UserError
-from runtime.outputs.web import is_loopback
+from runtime.outputs.listen import is_loopback
 
 PAGE = Path(__file__).resolve().parent / "page"
 STATIC = {"/": ("index.html", "text/html"), "/page.js": ("page.js", "text/javascript"),
