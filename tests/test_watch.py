@@ -186,6 +186,50 @@ def test_state_file_of_another_model_or_corrupt_or_unwritable_is_one_sentence_an
     assert all("\n" not in line and "Traceback" not in line for line in said)
 
 
+
+def test_coarse_sharpness_sees_a_blur_that_noise_hides_in_a_smooth_dark_scene():
+    """A dark, foggy scene: a smooth gradient and one uneven tree line, under sensor noise. At 384
+    pixels the noise is most of the fine detail, so the held-out blur at level 3 barely moves
+    sharpness; on the coarse copy the noise has averaged away and the tree line's loss shows."""
+    rng = np.random.default_rng(5)
+    height, width = 360, 640
+    scene = np.tile(np.linspace(20, 60, height, dtype=np.float32)[:, None], (1, width))
+    for x, top in enumerate(np.repeat(rng.integers(150, 178, width // 8), 8)):
+        scene[top:182, x] -= 18                           # the trees' silhouette
+    scene = np.repeat(scene.astype(np.uint8)[..., None], 3, axis=2)
+    soft_scene = heldout.degrade(scene, "gaussian_blur", 3, np.random.default_rng(7))
+
+    def shot(picture):                                    # the sensor adds its noise after the optics
+        return np.clip(picture + rng.normal(0, 4, picture.shape[:2])[..., None], 0, 255).astype(np.uint8)
+    sharp = [measure(shot(scene)) for _ in range(4)]
+    soft = [measure(shot(soft_scene)) for _ in range(4)]
+    ratio = lambda name: np.mean([f[name] for f in soft]) / np.mean([f[name] for f in sharp])   # noqa: E731
+    limit = {rule.name: rule.limit for rule in SIGNAL_RULES if rule.direction < 0}
+    assert ratio("sharpness") > 0.9 > limit["sharpness"]            # invisible to the fine measure
+    assert ratio("coarse_sharpness") < limit["coarse_sharpness"]    # caught by the coarse one
+
+
+def test_a_baseline_file_older_than_a_signal_learns_that_signal_from_now_on():
+    baseline = CameraBaseline(warmup_s=1.0, mode="signals", smooth=1)
+    frame = measure(photo("motorcycle"))
+    for step in range(10):
+        baseline.observe(frame)
+        baseline.learn(float(step), 0.5)
+    saved = json.loads(json.dumps(baseline.as_dict()))
+    for normals in saved["normals"].values():
+        del normals["coarse_sharpness"]                    # a file written before coarse sharpness existed
+    again = CameraBaseline(warmup_s=1.0, mode="signals", smooth=1)
+    again.restore(saved)
+    again.observe(frame)
+    verdict = again.judge(0.5)
+    assert verdict.evidence is False and "coarse_sharpness" not in verdict.changes   # judged, not yet known
+    for step in range(10, 20):
+        again.observe(frame)
+        again.learn(float(step), 0.5)
+    learned = again.judge(0.5)
+    assert "coarse_sharpness" in learned.changes and learned.evidence is False
+
+
 def test_watch_keeps_its_conditions_across_a_restart():
     rules = WatchRules(hold_s=0.0, baseline_warmup=1.0, smooth=1)
     first = CameraWatch(rules, 0.0, name="gate")

@@ -41,6 +41,7 @@ class SignalRule:
 
 SIGNAL_RULES = (      # chosen on bench_watch's tuning cameras only (docs/fleet.md, "Baselines")
     SignalRule("sharpness", -1, 0.65),
+    SignalRule("coarse_sharpness", -1, 0.8),
     SignalRule("noise", +1, 1.6),
     SignalRule("brightness", -1, 0.7),
     SignalRule("brightness", +1, 1.6),
@@ -93,9 +94,11 @@ class CameraBaseline:
     # -- the normal ----------------------------------------------------------------------------------
     def _normals(self) -> dict[str, Normal]:
         if self.light not in self.normals:
-            self.normals[self.light] = {name: Normal(self.warmup_s, floor=FLOORS.get(name, 1e-3))
-                                        for name in ("score", *SIGNALS)}
+            self.normals[self.light] = {name: self._new_normal(name) for name in ("score", *SIGNALS)}
         return self.normals[self.light]
+
+    def _new_normal(self, name: str) -> Normal:
+        return Normal(self.warmup_s, floor=FLOORS.get(name, 1e-3))
 
     def learn(self, now: float, score: float) -> None:
         """A healthy frame: its smoothed score (what is judged) and its signals join the normal of the
@@ -197,6 +200,9 @@ class CameraBaseline:
         self.light = values.get("light")
         self.normals = {light: {name: Normal.from_dict(normal) for name, normal in normals.items()}
                         for light, normals in values.get("normals", {}).items()}
+        for normals in self.normals.values():       # a signal newer than the file: learned from now on
+            for name in ("score", *SIGNALS):
+                normals.setdefault(name, self._new_normal(name))
 
 
 def _change(name: str, value: float, normal: float) -> float:

@@ -30,6 +30,7 @@ class SignalKind:
 
 SIGNALS = {kind.name: kind for kind in (
     SignalKind("sharpness", "sharpness", "ratio"),        # variance of the Laplacian over the gray variance
+    SignalKind("coarse_sharpness", "coarse sharpness", "ratio"),   # the same, COARSE_SIDE pixels wide
     SignalKind("brightness", "brightness", "ratio"),      # mean gray level
     SignalKind("contrast", "contrast", "ratio"),          # gray standard deviation
     SignalKind("noise", "noise", "ratio"),                # Immerkaer's sigma
@@ -41,6 +42,7 @@ SIGNALS = {kind.name: kind for kind in (
 BLOCK = 8                   # JPEG's and H.264's transform block
 BLOCK_WINDOW = 384          # blockiness is measured on this central square, at full size
 STEP_CLIP = 16              # gray levels: the largest step between neighbours blockiness counts
+COARSE_SIDE = 128           # coarse sharpness: where sensor noise has averaged away, a smooth scene's few edges remain
 COLOUR_SIDE = 24            # colourfulness is measured this small, where sensor noise has averaged away
 
 
@@ -67,6 +69,7 @@ def measure(image: np.ndarray) -> dict[str, float]:
     cast = float(np.hypot(lab[:, 1].mean() - 128.0, lab[:, 2].mean() - 128.0))
     return {
         "sharpness": sharpness(gray),
+        "coarse_sharpness": sharpness(small_gray(gray, COARSE_SIDE)),
         "brightness": float(gray.mean()),
         "contrast": float(gray.std()),
         "noise": float(np.abs(noise).mean() * math.sqrt(math.pi / 2) / 6.0),
@@ -81,7 +84,9 @@ def measure(image: np.ndarray) -> dict[str, float]:
 def sharpness(gray: np.ndarray) -> float:
     """The variance of the Laplacian over the gray variance: fine detail against the picture's own
     contrast, so dusk, an exposure change or the camera's gain, which scale both, leave it where it
-    was, and blur, a defocus or a smudged lens, which remove the detail, lower it."""
+    was, and blur, a defocus or a smudged lens, which remove the detail, lower it. Measured twice:
+    on the 384-pixel copy, and COARSE_SIDE pixels wide ("coarse sharpness"), where a smooth, dark
+    scene's few edges (a tree line in fog) still show a blur that its sensor noise hides at 384."""
     image = gray.astype(np.float32)
     return float(cv2.Laplacian(image, cv2.CV_32F).var() / max(float(image.var()), 1.0) * 100.0)
 
