@@ -363,6 +363,9 @@ def main() -> None:
                              "scoring when it exists (judge changed watch rules without scoring again)")
     parser.add_argument("--json", type=Path, default=None, help="write the raw events of every configuration here")
     parser.add_argument("--held-out", default="", help="cameras kept apart from every choice, reported on their own")
+    parser.add_argument("--best-threshold", type=float, default=None,
+                        help="the single threshold to report as best (default: chosen on this run's tuning "
+                             "cameras; give the one another run chose when every camera here is held out)")
     args = parser.parse_args()
 
     rng = np.random.default_rng(args.seed)
@@ -374,15 +377,21 @@ def main() -> None:
     scenes = [load_scene(p, np.random.default_rng(rng.integers(1 << 32)), p.stem in mono) for p in photos]
     for scene in scenes:
         schedule(scene, args, np.random.default_rng(rng.integers(1 << 32)))
+    held_out = set(filter(None, args.held_out.split(",")))
+    rules = configurations(args)
+    best = None if args.best_threshold is None else f"threshold={args.best_threshold:g}"
+    if best is None and not any(s.name not in held_out for s in scenes):
+        raise SystemExit("every camera is held out: give --best-threshold (the one a run with tuning cameras chose)")
+    if best is not None and best not in rules:
+        raise SystemExit(f"--best-threshold {args.best_threshold:g} is not on the grid ({THRESHOLDS[0]:g} to "
+                         f"{THRESHOLDS[-1]:g} in steps of 0.02)")
     cpu = hardware.detect_cpu()
     began = time.monotonic()
     scorer = None if args.frames and args.frames.exists() else Scorer(args.model)     # scores kept there
-    rules = configurations(args)
     events, model = simulate(scenes, scorer, rules, args)
     if args.json:        # the raw events first: any configuration can be judged again without simulating
         args.json.write_text(json.dumps({"events": events, "cameras": [s.name for s in scenes],
                                          "injections": {s.name: [vars(i) for i in s.injections] for s in scenes}}))
-    held_out = set(filter(None, args.held_out.split(",")))
     print(f"\n{len(scenes)} cameras ({', '.join(s.name for s in scenes)}; gray at night: {', '.join(sorted(mono)) or 'none'}; "
           f"held out from every choice: {', '.join(sorted(held_out)) or 'none'}), {args.hours:g} h each, a frame every "
           f"{args.interval:g} s, hold {args.hold:g} s, smooth {args.smooth}, warm-up {args.warmup:g} s; {model}; "
@@ -390,13 +399,16 @@ def main() -> None:
     groups = [("tuning cameras", [s for s in scenes if s.name not in held_out])]
     if held_out:
         groups += [("held-out cameras", [s for s in scenes if s.name in held_out]), ("all cameras", scenes)]
-    best = None
+    groups = [(title, group) for title, group in groups if group]
+    if len(groups) == 2:            # every camera held out: "all" would repeat them
+        groups = groups[:1]
+    where = "chosen on the tuning cameras" if args.best_threshold is None else "given by --best-threshold"
     for title, group in groups:
         results = {name: evaluate(group, events, name, args) for name in rules}
         best = best or best_threshold(results)          # chosen on the tuning cameras, kept for the others
         chosen = ["baseline/model", "baseline/signals", "baseline/model+signals", best, "threshold=0.45"]
         chosen += [name for name in results if "/drop=" in name]
-        print(f"\n### {title}: {', '.join(s.name for s in group)} (best single threshold chosen on the tuning cameras)\n")
+        print(f"\n### {title}: {', '.join(s.name for s in group)} (best single threshold {where})\n")
         print_tables(results, chosen, args)
 
 if __name__ == "__main__":
