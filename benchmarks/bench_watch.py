@@ -343,7 +343,7 @@ def print_tables(results: dict, chosen: list[str], args) -> None:
           " | ".join(f"{results[n]['idle_degraded_h_per_camera_day']:.2f}" for n in chosen) + " |")
 
 
-def main() -> None:
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=Path, required=True, help="a folder of photos, one camera each")
     parser.add_argument("--cameras", default=None, help="comma-separated photo names (default: every photo)")
@@ -366,7 +366,11 @@ def main() -> None:
     parser.add_argument("--best-threshold", type=float, default=None,
                         help="the single threshold to report as best (default: chosen on this run's tuning "
                              "cameras; give the one another run chose when every camera here is held out)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_arguments()
 
     rng = np.random.default_rng(args.seed)
     photos = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
