@@ -19,7 +19,7 @@ from torch import nn
 from contract.errors import UserError
 from gamma_edge.scenes import Scene, default_scenes, plain_prompts
 from gamma_edge.state_dicts import load_backbone_state
-from gamma_edge.towers import TextTower, encode_image
+from gamma_edge.towers import TextTower, encode_image, mlps
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 
@@ -100,8 +100,9 @@ class MixtureOfAssessmentExperts(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self.gate(x).softmax(dim=-1)                                           # (..., N)
-        experts = torch.stack([expert(x) for expert in self.adaptive_experts], -1)  # (..., width, N)
-        return self.shared_expert(x) + self.scale * (experts * g.unsqueeze(-2)).sum(-1)
+        shared, *adaptive = mlps([self.shared_expert, *self.adaptive_experts], x)  # gamma_edge/towers.py
+        experts = torch.stack(adaptive, -1)                                        # (..., width, N)
+        return shared + self.scale * (experts * g.unsqueeze(-2)).sum(-1)
 
 
 class QualityHead(nn.Module):

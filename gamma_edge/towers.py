@@ -23,8 +23,16 @@ Vision tower (`encode_image`):
    projection as a batched product of one small (batch x width) product per token, at about 60%
    of a plain product's speed (the largest cost after the MLPs: ~11% of a ViT-B/16 step). The same
    projection on the (batch * tokens, width) rows, then the same scaled_dot_product_attention.
+5. QuickGELU as SiLU (`mlp`). x * sigmoid(1.702 x) = silu(1.702 x) / 1.702, so an MLP
+   c_proj(QuickGELU(c_fc(x))) equals c_fc on 1.702 x with its bias times 1.702, SiLU, and c_proj
+   with its weight over 1.702: the three elementwise passes forward (and five backward) over the
+   (tokens x 3072) hidden become one fused SiLU kernel each way. Used by every vision MLP and every
+   MoAE expert (gamma_edge/model.py); the 1.702 goes on the input, once for all of a MoAE's
+   experts, and a frozen c_proj's divided weight is kept.
 """
 from __future__ import annotations
+
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -50,11 +58,50 @@ def encode_image(visual: nn.Module, x: torch.Tensor) -> torch.Tensor:
     *blocks, last = visual.transformer.resblocks
     for block in blocks:
         x = x + block.ls_1(_attention(block, block.ln_1(x)))
-        x = x + block.ls_2(block.mlp(block.ln_2(x)))
+        x = x + block.ls_2(mlp(block.mlp, block.ln_2(x)))
     normed = last.ln_1(x)
     cls = x[:, :1] + last.ls_1(_attention(last, normed, queries=normed[:, :1]))
-    cls = cls + last.ls_2(last.mlp(last.ln_2(cls)))
+    cls = cls + last.ls_2(mlp(last.mlp, last.ln_2(cls)))
     return visual.ln_post(cls[:, 0]) @ visual.proj
+
+
+QUICK_GELU = 1.702          # open_clip's QuickGELU: x * sigmoid(1.702 x)
+
+
+def mlp(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """module(x), for open_clip's QuickGELU MLP (c_fc, gelu, c_proj) as SiLU (shortcut 5); any other
+    module (a MoAE, a GELU MLP) runs as it is."""
+    return mlps([module], x)[0]
+
+
+def mlps(modules: list[nn.Module], x: torch.Tensor) -> list[torch.Tensor]:
+    """[module(x) for module in modules], QuickGELU MLPs with shortcut 5: the 1.702 multiplies the
+    input once for all of them (a MoAE's experts share it) and c_fc's bias; c_proj's weight is
+    divided by it (kept, for a frozen weight, until the weight changes)."""
+    if not all(isinstance(m, nn.Sequential) and len(m) == 3 and type(getattr(m, "gelu", None)).__name__ == "QuickGELU"
+               for m in modules):
+        return [module(x) for module in modules]
+    scaled = x * QUICK_GELU
+    return [F.linear(F.silu(F.linear(scaled, m.c_fc.weight, _times(m.c_fc.bias, QUICK_GELU))),
+                     _times(m.c_proj.weight, 1.0 / QUICK_GELU), m.c_proj.bias) for m in modules]
+
+
+_SCALED: dict[int, tuple] = {}        # id(tensor) -> (weak reference, key, product)
+
+
+def _times(tensor: torch.Tensor | None, factor: float) -> torch.Tensor | None:
+    """tensor * factor; a frozen tensor's product is kept and made again when the tensor changes
+    (its version counts in-place changes, its data pointer a replacement) or the mode does (a
+    product made under inference_mode cannot enter autograd)."""
+    if tensor is None or tensor.requires_grad:
+        return None if tensor is None else tensor * factor
+    key = (tensor.data_ptr(), tensor._version, tensor.dtype, factor, torch.is_inference_mode_enabled())
+    kept = _SCALED.get(id(tensor))
+    if kept is None or kept[0]() is not tensor or kept[1] != key:
+        with torch.no_grad():
+            kept = (weakref.ref(tensor, lambda _, i=id(tensor): _SCALED.pop(i, None)), key, tensor * factor)
+        _SCALED[id(tensor)] = kept
+    return kept[2]
 
 
 def _plain_attention(block: nn.Module) -> bool:

@@ -106,6 +106,25 @@ def test_changed_frozen_weights_rebuild_the_kept_blocks():
     torch.testing.assert_close(after, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_changed_frozen_vision_weights_are_not_read_from_the_kept_products():
+    """A frozen c_proj's weight over 1.702 is kept (towers.py shortcut 5): load_state_dict changes it
+    in place, and the features must follow."""
+    model = _model()
+    images = torch.rand(2, 3, 224, 224)
+    plain = "clip.visual.transformer.resblocks.0.mlp.c_proj.weight"           # a frozen block's MLP
+    shared = "clip.visual.transformer.resblocks.3.mlp.shared_expert.c_proj.weight"   # a MoAE's frozen expert
+    with torch.no_grad():
+        before = model.image_features(images)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        state[plain].mul_(1.5)
+        state[shared].mul_(0.5)
+        model.load_state_dict(state)
+        after = model.image_features(images)
+        expected = model.clip.encode_image((images - model.mean) / model.std)
+    assert (after - before).abs().max() > 1e-4
+    torch.testing.assert_close(after, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_features_in_eval_mode_match_open_clip(tiny_gamma):
     images = torch.rand(3, 3, 224, 224)
     with torch.no_grad():
@@ -120,9 +139,10 @@ def test_features_in_eval_mode_match_open_clip(tiny_gamma):
 
 def test_text_features_made_under_inference_mode_do_not_break_the_next_training_step():
     model = _model()
+    images, target = _batch(2)
     with torch.inference_mode():
         model.text_features("natural")                   # e.g. an evaluation between epochs
-    images, target = _batch(2)
+        model.image_features(images)                     # (frozen weights' products made in this mode)
     fast_loss(model, images, target, ["natural"] * 2).backward()
 
 
