@@ -39,3 +39,19 @@ def test_bench_watch_runs_keeps_its_frames_and_judges_held_out_cameras(tmp_path)
     # the kept frames belong to these settings: others are refused, not silently mixed
     other = bench("--photos", str(photos), "--frames", str(frames), "--seed", "1", *SHORT)
     assert other.returncode != 0 and "recorded with other settings" in other.stderr
+
+
+def test_bench_sharpness_scales_prints_both_measures_for_each_camera_and_time(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(SAMPLES / "coins_pristine.png", photos / "coins.png")
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_sharpness_scales.py"), "--photos",
+                           str(photos), "--mono", "coins", "--frames", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| coins |")]
+    assert [row.split(" | ")[1] for row in rows] == ["noon", "1 am"]
+    level5 = float(rows[0].split(" | ")[4].split("/")[0].strip(" %"))      # gaussian blur 5, fine scale, noon
+    assert level5 < 65                                   # a textured photo loses its fine detail to a blur
+    empty = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_sharpness_scales.py"), "--photos",
+                            str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert empty.returncode != 0 and "no photo" in empty.stderr and "Traceback" not in empty.stderr
