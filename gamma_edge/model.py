@@ -100,9 +100,13 @@ class MixtureOfAssessmentExperts(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self.gate(x).softmax(dim=-1)                                           # (..., N)
-        shared, *adaptive = mlps([self.shared_expert, *self.adaptive_experts], x)  # gamma_edge/towers.py
-        experts = torch.stack(adaptive, -1)                                        # (..., width, N)
-        return shared + self.scale * (experts * g.unsqueeze(-2)).sum(-1)
+        out, *adaptive = mlps([self.shared_expert, *self.adaptive_experts], x)     # gamma_edge/towers.py
+        weights = g * self.scale
+        # each expert added in place of a stacked (..., width, N) tensor: a stacked expert's gradient is
+        # strided by N, which its backward matrix products would copy or read slowly
+        for i, expert in enumerate(adaptive):
+            out = torch.addcmul(out, expert, weights[..., i:i + 1])
+        return out
 
 
 class QualityHead(nn.Module):

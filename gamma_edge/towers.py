@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gamma_edge.products import linear
+
 
 def _standard_vision_tower(visual: nn.Module) -> bool:
     """OpenAI CLIP's vision tower, where shortcut 3 is exact (else open_clip's forward runs)."""
@@ -82,8 +84,8 @@ def mlps(modules: list[nn.Module], x: torch.Tensor) -> list[torch.Tensor]:
                for m in modules):
         return [module(x) for module in modules]
     scaled = x * QUICK_GELU
-    return [F.linear(F.silu(F.linear(scaled, m.c_fc.weight, _times(m.c_fc.bias, QUICK_GELU))),
-                     _times(m.c_proj.weight, 1.0 / QUICK_GELU), m.c_proj.bias) for m in modules]
+    return [linear(F.silu(linear(scaled, m.c_fc.weight, _times(m.c_fc.bias, QUICK_GELU))),
+                   _times(m.c_proj.weight, 1.0 / QUICK_GELU), m.c_proj.bias) for m in modules]
 
 
 _SCALED: dict[int, tuple] = {}        # id(tensor) -> (weak reference, key, product)
@@ -121,15 +123,15 @@ def _attention(block: nn.Module, normed: torch.Tensor, queries: torch.Tensor | N
     width, heads = normed.shape[-1], attn.num_heads
     weight, bias = attn.in_proj_weight, attn.in_proj_bias
     if queries is None:
-        q, k, v = F.linear(normed, weight, bias).chunk(3, dim=-1)
+        q, k, v = linear(normed, weight, bias).chunk(3, dim=-1)
     else:
-        q = F.linear(queries, weight[:width], None if bias is None else bias[:width])
-        k, v = F.linear(normed, weight[width:], None if bias is None else bias[width:]).chunk(2, dim=-1)
+        q = linear(queries, weight[:width], None if bias is None else bias[:width])
+        k, v = linear(normed, weight[width:], None if bias is None else bias[width:]).chunk(2, dim=-1)
 
     def by_head(y: torch.Tensor) -> torch.Tensor:          # (batch, heads, tokens, width / heads)
         return y.unflatten(-1, (heads, width // heads)).transpose(1, 2)
     out = F.scaled_dot_product_attention(by_head(q), by_head(k), by_head(v))
-    return attn.out_proj(out.transpose(1, 2).flatten(2))
+    return linear(out.transpose(1, 2).flatten(2), attn.out_proj.weight, attn.out_proj.bias)
 
 
 class TextTower:
