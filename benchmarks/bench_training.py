@@ -8,8 +8,10 @@ Compares implementations of the same step on the same batch of 8 (`--scenes` dis
                  frozen blocks kept per prompt set, last vision block on the class token alone;
                  gamma_edge/towers.py) and fused Adam (training/recipe.py);
   before         the step before issue 28: open_clip's encode_image, encode_text on the 77-token
-                 context once per distinct scene, Adam's default per-tensor loop;
-  authors        the authors' way: the text tower (77 tokens) once per sample, Adam's loop.
+                 context once per distinct scene, the MoAE blocks as they were (open_clip's
+                 QuickGELU MLPs, experts stacked: `moae_forward_before`), Adam's default loop;
+  authors        the authors' way: the text tower (77 tokens) once per sample, the MoAE blocks and
+                 Adam as before.
 All are timed interleaved (A B C A B C ...) in one process, medians reported, because this machine's
 speed drifts (docs/design.md sec. 5.2); a 4096^2 float32 GEMM probe before and after says how loaded
 it was. On CUDA the step runs under bf16 autocast, as training does. Random weights: throughput does
@@ -18,6 +20,7 @@ not depend on them. Each implementation has its own Adam state; all update the s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -53,6 +56,28 @@ def _open_clip_image(model, images):
     return model.clip.encode_image((images - model.mean) / model.std)
 
 
+def moae_forward_before(self, x):
+    """MixtureOfAssessmentExperts.forward as it was before issue 28 (open_clip's QuickGELU MLPs, the
+    adaptive experts stacked on a last axis): the "before" and "authors" steps run it, since the
+    MoAE module the three share has changed with this issue."""
+    g = self.gate(x).softmax(dim=-1)
+    experts = torch.stack([expert(x) for expert in self.adaptive_experts], -1)
+    return self.shared_expert(x) + self.scale * (experts * g.unsqueeze(-2)).sum(-1)
+
+
+@contextlib.contextmanager
+def moae_as_before(active: bool = True):
+    from gamma_edge.model import MixtureOfAssessmentExperts
+
+    current = MixtureOfAssessmentExperts.forward
+    if active:
+        MixtureOfAssessmentExperts.forward = moae_forward_before
+    try:
+        yield
+    finally:
+        MixtureOfAssessmentExperts.forward = current
+
+
 def loss_this_step(model, images, target, scenes):
     return ((model.score(images, scenes) - target) ** 2).mean()
 
@@ -71,7 +96,7 @@ def loss_authors(model, images, target, scenes):
     return ((predicted - target) ** 2).mean()
 
 
-# name -> (loss function, fused Adam?)
+# name -> (loss function, fused Adam?); all but this step run the MoAE blocks as before (timed_step)
 IMPLEMENTATIONS = {
     "this step (training.train)": (loss_this_step, True),
     "before issue 28": (loss_before, False),
@@ -82,7 +107,8 @@ IMPLEMENTATIONS = {
 def timed_step(loss_fn, model, optimizer, images, target, scenes, device) -> float:
     _sync(device)
     t0 = time.perf_counter()
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"), \
+            moae_as_before(loss_fn is not loss_this_step):
         loss = loss_fn(model, images, target, scenes)
     optimizer.zero_grad(set_to_none=True)
     loss.float().backward()
