@@ -29,6 +29,7 @@ Vision tower (`encode_image`):
    (tokens x 3072) hidden become one fused SiLU kernel each way. Used by every vision MLP and every
    MoAE expert (gamma_edge/model.py); the 1.702 goes on the input, once for all of a MoAE's
    experts, and a frozen c_proj's divided weight is kept.
+The MLPs' and attention's large products run on oneDNN rather than MKL (gamma_edge/products.py).
 """
 from __future__ import annotations
 

@@ -46,3 +46,17 @@ def test_the_before_step_runs_the_moae_blocks_as_they_were():
     with bt.moae_as_before():
         bt.loss_before(model, images, target, SCENES)
     assert calls                          # the step before called open_clip's MLP modules
+
+
+def test_bench_products_prints_both_libraries_for_every_product():
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_products.py"
+    done = subprocess.run([sys.executable, str(script), "--rows", "64", "--rounds", "1", "--threads", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "ms" not in line]
+    if "no oneDNN linear" in done.stdout:
+        return
+    assert len(rows) == 12 and all(len(r.split("|")) == 6 for r in rows), done.stdout
+    assert float(rows[0].split("|")[2]) > 0 and float(rows[0].split("|")[3]) > 0
